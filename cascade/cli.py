@@ -1,0 +1,95 @@
+"""The ``cascade`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cascade.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cascade: the cost-cutting LLM gateway.")
+
+
+@app.callback()
+def main() -> None:
+    """Cascade: the cost-cutting LLM gateway."""
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config file (see docs/config.md)", show_default=False),
+]
+
+
+def fail(lines: list[str]) -> None:
+    """Print one line per problem to stderr and exit with status 2 (never a traceback)."""
+    for line in lines:
+        typer.echo(f"cascade: {line}", err=True)
+    raise typer.Exit(2)
+
+
+def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        fail(["configuration is not valid:", *(f"  {line}" for line in exc.lines)])
+        raise  # unreachable: fail() exits
+
+
+def _upstream_flags(url: str | None, model: str | None) -> dict[str, str]:
+    return {key: value for key, value in (("url", url), ("model", model)) if value is not None}
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    student_url: Annotated[str | None, typer.Option(help="Student base URL ending in /v1")] = None,
+    student_model: Annotated[str | None, typer.Option(help="Student's served model name")] = None,
+    teacher_url: Annotated[str | None, typer.Option(help="Teacher base URL ending in /v1")] = None,
+    teacher_model: Annotated[str | None, typer.Option(help="Teacher's served model name")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Run the gateway (OpenAI-compatible endpoint) until interrupted."""
+    overrides: dict[str, Any] = {}
+    if student := _upstream_flags(student_url, student_model):
+        overrides["student"] = student
+    if teacher := _upstream_flags(teacher_url, teacher_model):
+        overrides["teacher"] = teacher
+    server = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    if server:
+        overrides["server"] = server
+    settings = settings_or_exit(config, **overrides)
+    run_gateway(settings, log_level)
+
+
+def run_gateway(settings: Settings, log_level: str = "warning") -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
+    typer.echo(
+        f"cascade: gateway on http://{settings.server.host}:{settings.server.port}/v1 "
+        f"(student {settings.student.model} at {settings.student.url}, "
+        f"teacher {settings.teacher.model} at {settings.teacher.url})",
+        err=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,156 @@
+"""The one configuration of a Cascade deployment.
+
+Sources, strongest first: explicit values (CLI flags), environment variables (``CASCADE_...``, nested keys
+joined with ``__``, e.g. ``CASCADE_STUDENT__URL``), the YAML file, then the defaults below.
+Every mistake is reported at start-up as one line naming the key, what is wrong and what is expected:
+see :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``lines`` holds one human-readable line per mistake."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpstreamSettings(_Section):
+    """One OpenAI-compatible model server (vLLM or any API)."""
+
+    url: str = Field(description="OpenAI-compatible base URL ending in /v1, e.g. http://127.0.0.1:8001/v1")
+    model: str = Field(min_length=1, description="The model name the upstream serves (its `model` field)")
+    api_key: str | None = Field(default=None, description="Sent as `Authorization: Bearer ...` when set")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Seconds to open a connection")
+    read_timeout_s: float = Field(default=120.0, gt=0, description="Seconds to wait for the next bytes")
+    max_connections: int = Field(default=256, ge=1, description="Pooled connections to this upstream")
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_openai_base(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        if not value.endswith("/v1"):
+            raise ValueError("must be an OpenAI-compatible base URL ending in /v1")
+        return value
+
+
+class RouterSettings(_Section):
+    """How the cascade decides between the student's answer and the teacher."""
+
+    signal: Literal["mean_logprob", "min_prob"] = Field(
+        default="mean_logprob",
+        description="Confidence signal: mean_logprob (geometric-mean token probability) or min_prob",
+    )
+    threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Accept the student's answer when confidence >= threshold"
+    )
+    top_logprobs: int = Field(default=5, ge=0, le=20, description="Top-k logprobs asked of the student")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger bodies get 413")
+
+
+class Settings(BaseSettings):
+    """The whole configuration (see docs/config.md for every key)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASCADE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    alias: str = Field(default="cascade", min_length=1, description="Public name of the routed model")
+    student: UpstreamSettings
+    teacher: UpstreamSettings
+    router: RouterSettings = RouterSettings()
+    server: ServerSettings = ServerSettings()
+
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> Settings:
+        names = [self.alias, self.student.model, self.teacher.model]
+        if len(set(names)) != 3:
+            raise ValueError(f"alias, student.model and teacher.model must be three different names, got {names}")
+        return self
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """The parsed YAML file as the weakest settings source."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path}: not found (pass an existing file with --config)"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"config file {path}: not valid YAML{where}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path}: must be a mapping of keys to values, got {type(data).__name__}"])
+    return data
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "missing":
+        return f"{key}: missing (required; set it in the config file or as CASCADE_{key.upper().replace('.', '__')})"
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key (check its spelling against docs/config.md)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{key}: {message} (got {error['input']!r})"
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the configuration; raise :class:`ConfigError` with one line per mistake.
+
+    ``overrides`` are nested dicts (e.g. ``student={"url": ...}``) that win over the
+    environment and the file, as CLI flags do.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _DictSource(settings_cls, data))
+
+    try:
+        return _Loaded(**overrides)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None

@@ -1,0 +1,46 @@
+"""The gateway application: services built once at start-up and hung on ``app.state``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from cascade.config import Settings
+from gateway.cascade import STUDENT, TEACHER, Cascade
+from gateway.errors import install_error_handlers
+from gateway.metrics import Metrics
+from gateway.routes import api
+from gateway.upstream import Upstream
+from router import make_router
+
+
+def create_app(settings: Settings) -> FastAPI:
+    student = Upstream(STUDENT, settings.student)
+    teacher = Upstream(TEACHER, settings.teacher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await student.start()
+        await teacher.start()
+        try:
+            yield
+        finally:
+            await student.close()
+            await teacher.close()
+
+    app = FastAPI(title="Cascade", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.max_body_bytes = settings.server.max_body_bytes
+    app.state.metrics = Metrics()
+    app.state.cascade = Cascade(
+        settings.alias,
+        student,
+        teacher,
+        make_router(settings.router.signal, settings.router.threshold),
+        settings.router.top_logprobs,
+    )
+    install_error_handlers(app)
+    app.include_router(api)
+    return app

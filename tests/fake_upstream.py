@@ -1,0 +1,187 @@
+"""A real loopback HTTP server speaking the OpenAI chat protocol, with scripted behaviour.
+
+It exists for what no real model does on demand: exact logprobs, failures, slowness, a death mid-stream.
+The last user message scripts each tier: ``student=unsure teacher=die`` (role = the server's ``--role``).
+
+Behaviours: ``confident`` (default; token logprob -0.01), ``unsure`` (token logprob -3.0), ``fail`` (HTTP 500),
+``busy`` (HTTP 503), ``reject`` (HTTP 400), ``slow`` (answers after 5 s), ``die`` (streams two tokens, then
+drops the connection; a non-streamed request gets its connection dropped), ``garbage`` (a 200 that is not JSON).
+
+Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
+``GET /_stats`` returns the requests it received and how many were cancelled by their client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+SLOW_S = 5.0
+_SCRIPT = re.compile(r"(student|teacher)=(\w+)")
+
+
+class FakeUpstream:
+    def __init__(self, model: str, role: str) -> None:
+        self.model = model
+        self.role = role
+        self.received: list[dict[str, Any]] = []
+        self.cancelled = 0
+
+    def behaviour(self, body: dict[str, Any]) -> str:
+        text = ""
+        for message in body.get("messages", []):
+            if message.get("role") == "user" and isinstance(message.get("content"), str):
+                text = message["content"]
+        for role, behaviour in _SCRIPT.findall(text):
+            if role == self.role:
+                return behaviour
+        return "confident"
+
+    def tokens(self) -> list[str]:
+        return ["Answer", " from", f" {self.role}", "."]
+
+    def logprob_items(self, behaviour: str, top_k: int) -> list[dict[str, Any]]:
+        logprob = -3.0 if behaviour == "unsure" else -0.01
+        items = []
+        for token in self.tokens():
+            top = [{"token": token, "logprob": logprob, "bytes": None}]
+            top += [{"token": f"alt{i}", "logprob": logprob - 1 - i, "bytes": None} for i in range(top_k - 1)]
+            items.append({"token": token, "logprob": logprob, "bytes": None, "top_logprobs": top[:top_k]})
+        return items
+
+    def usage(self, body: dict[str, Any]) -> dict[str, int]:
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) + 5
+        completion = len(self.tokens())
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]
+        return web.json_response({"object": "list", "data": data})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"received": self.received, "cancelled": self.cancelled})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.received.clear()
+        self.cancelled = 0
+        return web.json_response({})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json(loads=orjson.loads)
+        self.received.append(body)
+        behaviour = self.behaviour(body)
+        try:
+            return await self._answer(request, body, behaviour)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+    async def _answer(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:
+        if body.get("model") != self.model:
+            error = {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError"}
+            return web.json_response({"error": error}, status=404)
+        if behaviour == "fail":
+            return web.json_response({"error": {"message": "scripted failure", "type": "server_error"}}, status=500)
+        if behaviour == "busy":
+            return web.json_response({"error": {"message": "overloaded", "type": "server_error"}}, status=503)
+        if behaviour == "reject":
+            error = {"message": "This model's maximum context length is 10 tokens", "type": "BadRequestError"}
+            return web.json_response({"error": error}, status=400)
+        if behaviour == "garbage":
+            return web.Response(body=b"<html>not json</html>", content_type="application/json")
+        if behaviour == "slow":
+            await asyncio.sleep(SLOW_S)
+        top_k = int(body.get("top_logprobs") or 0)
+        logprobs = self.logprob_items(behaviour, top_k) if body.get("logprobs") else None
+        if body.get("stream"):
+            return await self._stream(request, body, behaviour, logprobs)
+        if behaviour == "die":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        answer = {
+            "id": f"chatcmpl-{self.role}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(self.tokens())},
+                    "logprobs": {"content": logprobs} if logprobs is not None else None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self.usage(body),
+        }
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        behaviour: str,
+        logprobs: list[dict[str, Any]] | None,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        base = {
+            "id": f"chatcmpl-{self.role}",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.model,
+        }
+
+        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+            await response.write(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
+
+        await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+        for i, token in enumerate(self.tokens()):
+            if behaviour == "die" and i == 2:
+                assert request.transport is not None
+                request.transport.abort()
+                return response
+            chunk_logprobs = {"content": [logprobs[i]]} if logprobs is not None else None
+            await send([{"index": 0, "delta": {"content": token}, "logprobs": chunk_logprobs, "finish_reason": None}])
+            await asyncio.sleep(0.01)
+        await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send([], usage=self.usage(body))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def make_app(model: str, role: str) -> web.Application:
+    fake = FakeUpstream(model, role)
+    app = web.Application()
+    app.router.add_get("/v1/models", fake.models)
+    app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_get("/_stats", fake.stats)
+    app.router.add_post("/_reset", fake.reset)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--role", choices=["student", "teacher"], required=True)
+    args = parser.parse_args()
+    web.run_app(
+        make_app(args.model, args.role),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        handler_cancellation=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
