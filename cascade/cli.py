@@ -53,6 +53,7 @@ def serve(
     teacher_model: Annotated[str | None, typer.Option(help="Teacher's served model name")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (metrics stay exact across them)")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the gateway (OpenAI-compatible endpoint) until interrupted."""
@@ -65,30 +66,41 @@ def serve(
     if server:
         overrides["server"] = server
     settings = settings_or_exit(config, **overrides)
-    run_gateway(settings, log_level)
+    run_gateway(settings, log_level, workers)
 
 
-def run_gateway(settings: Settings, log_level: str = "warning") -> None:
+def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1) -> None:
+    """Serve the gateway; with several workers, metrics go through prometheus-client's multiprocess mode."""
+    import os
+    import tempfile
+
     import uvicorn
-
-    from gateway.app import create_app
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr)
     typer.echo(
         f"cascade: gateway on http://{settings.server.host}:{settings.server.port}/v1 "
         f"(student {settings.student.model} at {settings.student.url}, "
-        f"teacher {settings.teacher.model} at {settings.teacher.url})",
+        f"teacher {settings.teacher.model} at {settings.teacher.url}; {workers} worker(s))",
         err=True,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=log_level,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-    )
+    common: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "log_level": log_level,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+    }
+    if workers == 1:
+        from gateway.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+        return
+    # Workers are new processes: they rebuild the app from the validated settings passed in the environment.
+    os.environ["CASCADE_SETTINGS_JSON"] = settings.model_dump_json()
+    with tempfile.TemporaryDirectory(prefix="cascade-metrics-") as metrics_dir:
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **common)
 
 
 if __name__ == "__main__":

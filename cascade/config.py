@@ -28,6 +28,48 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PriceSettings(_Section):
+    """What a model's tokens cost: API prices per million tokens, or a self-hosted GPU's hourly price.
+
+    Self-hosted: a token costs ``gpu_usd_per_hour / 3600 / tokens_per_s`` for the measured throughput of
+    prompt tokens and of completion tokens on that GPU (see docs/cost.md).
+    """
+
+    input_usd_per_mtok: float | None = Field(default=None, ge=0, description="API price per 1M prompt tokens")
+    output_usd_per_mtok: float | None = Field(default=None, ge=0, description="API price per 1M completion tokens")
+    gpu_usd_per_hour: float | None = Field(default=None, ge=0, description="Self-hosted: the GPU's price per hour")
+    prompt_tokens_per_s: float | None = Field(default=None, gt=0, description="Self-hosted: measured prefill rate")
+    completion_tokens_per_s: float | None = Field(default=None, gt=0, description="Self-hosted: measured decode rate")
+
+    @model_validator(mode="after")
+    def _one_way_to_price(self) -> PriceSettings:
+        api = self.input_usd_per_mtok is not None or self.output_usd_per_mtok is not None
+        gpu = self.gpu_usd_per_hour is not None
+        if api and gpu:
+            raise ValueError("give either input/output_usd_per_mtok (API) or gpu_usd_per_hour (self-hosted), not both")
+        if api and (self.input_usd_per_mtok is None or self.output_usd_per_mtok is None):
+            raise ValueError("an API price needs both input_usd_per_mtok and output_usd_per_mtok")
+        if gpu and (self.prompt_tokens_per_s is None or self.completion_tokens_per_s is None):
+            raise ValueError("a GPU price needs the measured prompt_tokens_per_s and completion_tokens_per_s")
+        return self
+
+    @property
+    def usd_per_prompt_token(self) -> float:
+        if self.gpu_usd_per_hour is not None and self.prompt_tokens_per_s:
+            return self.gpu_usd_per_hour / 3600 / self.prompt_tokens_per_s
+        return (self.input_usd_per_mtok or 0.0) / 1e6
+
+    @property
+    def usd_per_completion_token(self) -> float:
+        if self.gpu_usd_per_hour is not None and self.completion_tokens_per_s:
+            return self.gpu_usd_per_hour / 3600 / self.completion_tokens_per_s
+        return (self.output_usd_per_mtok or 0.0) / 1e6
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The cost of one call: the one formula the gateway's metrics and the log's reports share."""
+        return prompt_tokens * self.usd_per_prompt_token + completion_tokens * self.usd_per_completion_token
+
+
 class UpstreamSettings(_Section):
     """One OpenAI-compatible model server (vLLM or any API)."""
 
@@ -37,6 +79,13 @@ class UpstreamSettings(_Section):
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Seconds to open a connection")
     read_timeout_s: float = Field(default=120.0, gt=0, description="Seconds to wait for the next bytes")
     max_connections: int = Field(default=256, ge=1, description="Pooled connections to this upstream")
+    price: PriceSettings = Field(default_factory=PriceSettings, description="What this model's tokens cost")
+    log_top_logprobs: int = Field(
+        default=0, ge=0, le=20, description="Teacher: top-k logprobs asked on escalations and logged for distillation"
+    )
+    token_ids: bool = Field(
+        default=False, description="vLLM only: ask for token ids in logged logprobs (return_tokens_as_token_ids)"
+    )
 
     @field_validator("url")
     @classmethod

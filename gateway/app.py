@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,11 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Cascade", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.max_body_bytes = settings.server.max_body_bytes
-    app.state.metrics = Metrics()
+    metrics = Metrics(settings.teacher.price)
+    metrics.prime([settings.student.model, settings.teacher.model])
+    metrics.set_version("router", f"{settings.router.signal}@{settings.router.threshold}")
+    app.state.metrics = metrics
+    app.state.finish_exchange = metrics.observe
     app.state.cascade = Cascade(
         settings.alias,
         student,
@@ -44,3 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker of ``cascade serve --workers N``, from the settings its parent validated."""
+    return create_app(Settings.model_validate_json(os.environ["CASCADE_SETTINGS_JSON"]))

@@ -2,7 +2,8 @@
 
 ``model: <alias>`` asks the student (always with logprobs, never streamed, so its whole answer can be judged),
 scores the answer with the router and either returns it or escalates to the teacher. ``model: <student>`` or
-``<teacher>`` pins a tier and passes the request straight through.
+``<teacher>`` pins a tier and passes the request straight through. Everything that happens is written on the
+request's :class:`~gateway.exchange.Exchange`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from gateway import streaming
 from gateway.errors import BadRequest, ModelNotFound, UpstreamBadResponse, UpstreamError
+from gateway.exchange import Exchange, TierCall
 from gateway.protocol import ChatCompletionRequest, token_logprobs, trim_logprobs
 from gateway.upstream import Upstream
 from router import ThresholdRouter
@@ -22,15 +24,29 @@ STUDENT, TEACHER = "student", "teacher"
 
 @dataclass(slots=True)
 class Answer:
-    """What the client gets: a whole body, or a stream of SSE bytes (exactly one is set)."""
+    """What the client gets: a whole body (sent as JSON, or replayed as SSE) or a relayed stream."""
 
-    tier: str
-    reason: str  # confident | not_confident | student_down | pinned
-    confidence: float | None
     body: dict[str, Any] | None = None
     stream: AsyncIterator[bytes] | None = None
     replay_as_stream: bool = False
     include_usage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAsk:
+    """What the client asked to see, which may be less than what the gateway asks of a tier."""
+
+    logprobs: bool
+    top_logprobs: int
+    usage_in_stream: bool
+
+    @classmethod
+    def of(cls, request: ChatCompletionRequest) -> ClientAsk:
+        return cls(
+            logprobs=bool(request.logprobs),
+            top_logprobs=(request.top_logprobs or 0) if request.logprobs else 0,
+            usage_in_stream=bool(request.stream_options and request.stream_options.include_usage),
+        )
 
 
 class Cascade:
@@ -46,70 +62,86 @@ class Cascade:
     def model_names(self) -> list[str]:
         return [self.alias, self.student.model, self.teacher.model]
 
-    async def answer(self, request: ChatCompletionRequest, data: dict[str, Any]) -> Answer:
+    async def answer(self, exchange: Exchange, request: ChatCompletionRequest, data: dict[str, Any]) -> Answer:
+        ask = ClientAsk.of(request)
         if request.model == self.alias:
-            return await self._cascade(request, data)
+            return await self._cascade(exchange, request, data, ask)
         upstream = self._pinned.get(request.model)
         if upstream is None:
             raise ModelNotFound(
-                f"model {request.model!r} does not exist; available: {', '.join(self.model_names)}",
-                param="model",
+                f"model {request.model!r} does not exist; available: {', '.join(self.model_names)}", param="model"
             )
-        return await self._forward(upstream, request, data, reason="pinned", confidence=None)
+        return await self._call(exchange, upstream, request, data, ask, pinned=True)
 
-    async def _cascade(self, request: ChatCompletionRequest, data: dict[str, Any]) -> Answer:
+    async def _cascade(
+        self, exchange: Exchange, request: ChatCompletionRequest, data: dict[str, Any], ask: ClientAsk
+    ) -> Answer:
         if request.n is not None and request.n > 1:
             raise BadRequest(
                 f"n > 1 is not supported on the {self.alias!r} model (each choice could come from a different "
                 f"tier); send n = 1, or pin a tier with model {self.student.model!r} or {self.teacher.model!r}",
                 param="n",
             )
-        client_top_k = (request.top_logprobs or 0) if request.logprobs else 0
         student_body = {
             **data,
             "model": self.student.model,
             "stream": False,
             "logprobs": True,
-            "top_logprobs": max(self.top_k, client_top_k),
+            "top_logprobs": max(self.top_k, ask.top_logprobs),
         }
         student_body.pop("stream_options", None)
+        call = exchange.student = TierCall(STUDENT, self.student.model, self.student.settings.price)
         try:
             completion = await self.student.complete(student_body)
         except UpstreamError as exc:
             if isinstance(exc, UpstreamBadResponse) and exc.status < 500:
                 raise  # the request's own fault: the teacher would refuse it too
-            return await self._forward(self.teacher, request, data, reason="student_down", confidence=None)
+            call.error = exc.message
+            exchange.reason = "student_down"
+            return await self._call(exchange, self.teacher, request, data, ask)
 
-        body = completion.body
-        choice = body["choices"][0] if body["choices"] else {}
-        decision = self.router.decide(token_logprobs(choice))
+        call.take_completion(completion.body, completion.latency_s)
+        decision = self.router.decide(token_logprobs((completion.body["choices"] or [{}])[0]))
+        exchange.reason, exchange.confidence = decision.reason, decision.confidence
         if not decision.accept:
-            return await self._forward(
-                self.teacher, request, data, reason=decision.reason, confidence=decision.confidence
-            )
-        trim_logprobs(choice, bool(request.logprobs), client_top_k)
-        body["model"] = self.student.model
-        return Answer(
-            STUDENT,
-            decision.reason,
-            decision.confidence,
-            body=body,
-            replay_as_stream=bool(request.stream),
-            include_usage=bool(request.stream_options and request.stream_options.include_usage),
-        )
+            return await self._call(exchange, self.teacher, request, data, ask)
+        exchange.tier = STUDENT
+        return self._whole(completion.body, self.student, request, ask)
 
-    async def _forward(
+    async def _call(
         self,
+        exchange: Exchange,
         upstream: Upstream,
         request: ChatCompletionRequest,
         data: dict[str, Any],
-        *,
-        reason: str,
-        confidence: float | None,
+        ask: ClientAsk,
+        pinned: bool = False,
     ) -> Answer:
-        body = data if data.get("model") == upstream.model else {**data, "model": upstream.model}
+        """Send the client's request to one tier, asking for what the log needs on top of what the client asked."""
+        body = {**data, "model": upstream.model}
+        settings = upstream.settings
+        if not pinned and settings.log_top_logprobs > ask.top_logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = settings.log_top_logprobs
+            if settings.token_ids and not ask.logprobs:
+                body["return_tokens_as_token_ids"] = True
+        call = TierCall(upstream.name, upstream.model, settings.price)
+        if upstream.name == STUDENT:
+            exchange.student = call
+        else:
+            exchange.teacher = call
+        exchange.tier = upstream.name
         if request.stream:
+            body["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
             response = await upstream.open_stream(body)
-            return Answer(upstream.name, reason, confidence, stream=streaming.relay(upstream.iter_stream(response)))
+            return Answer(stream=streaming.relay(upstream.iter_stream(response), call, ask, exchange.started))
         completion = await upstream.complete(body)
-        return Answer(upstream.name, reason, confidence, body=completion.body)
+        call.take_completion(completion.body, completion.latency_s)
+        return self._whole(completion.body, upstream, request, ask)
+
+    @staticmethod
+    def _whole(body: dict[str, Any], upstream: Upstream, request: ChatCompletionRequest, ask: ClientAsk) -> Answer:
+        for choice in body["choices"]:
+            trim_logprobs(choice, ask.logprobs, ask.top_logprobs)
+        body["model"] = upstream.model
+        return Answer(body=body, replay_as_stream=bool(request.stream), include_usage=ask.usage_in_stream)

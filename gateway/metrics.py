@@ -1,40 +1,144 @@
-"""Prometheus metrics of the gateway (prefix ``cascade_``, base units, bounded labels)."""
+"""Prometheus metrics of the gateway (prefix ``cascade_``, base units, ``_total`` counters, bounded labels).
+
+Labels never carry users, prompts or request ids: ``tier`` is student|teacher|none, ``model`` one of the two
+configured model names, ``reason`` and ``outcome`` small fixed sets. With several uvicorn workers set
+``PROMETHEUS_MULTIPROC_DIR`` (``cascade serve --workers N`` does it): every worker writes its values there and
+``/metrics`` adds them up, so counts are right whichever worker a scrape lands on.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
 
-# Buckets that fit LLM latencies: from a cached/fast answer (10 ms) to a long generation (2 min).
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from cascade.config import PriceSettings
+from gateway.exchange import Exchange
+
+# From a fast answer (10 ms) to a long generation (2 min).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 120)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+CONFIDENCE_BUCKETS = tuple(i / 20 for i in range(1, 21))
 
 
 class Metrics:
-    """One set of metrics per app, on its own registry (so tests and several apps never collide)."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, teacher_price: PriceSettings, registry: CollectorRegistry | None = None) -> None:
+        self.teacher_price = teacher_price
         self.registry = registry or CollectorRegistry()
+        r = self.registry
         self.requests = Counter(
             "cascade_requests_total",
-            "Chat completion requests answered, by the tier that answered and the outcome",
-            ["tier", "outcome"],
-            registry=self.registry,
+            "Chat completion requests, by the tier that answered, the outcome and the HTTP status",
+            ["tier", "outcome", "status"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "cascade_decisions_total",
+            "Requests by routing reason: confident, not_confident, student_down, pinned",
+            ["reason"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "cascade_escalations_total",
+            "Cascade requests sent on to the teacher, by reason (not_confident, student_down)",
+            ["reason"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "cascade_tokens_total",
+            "Tokens processed, by model and kind (prompt|completion)",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.cost = Counter("cascade_cost_usd_total", "Money spent, in USD, by model", ["model"], registry=r)
+        self.teacher_only_cost = Counter(
+            "cascade_teacher_only_cost_usd_total",
+            "What the same requests would have cost had every one gone to the teacher, in USD",
+            registry=r,
         )
         self.latency = Histogram(
             "cascade_request_duration_seconds",
             "Time from request to the end of the answer, by the tier that answered",
             ["tier"],
             buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=r,
         )
-        self.escalations = Counter(
-            "cascade_escalations_total",
-            "Cascade requests the teacher answered, by reason (not_confident, student_down)",
-            ["reason"],
-            registry=self.registry,
+        self.ttft = Histogram(
+            "cascade_time_to_first_token_seconds",
+            "Time from request to the first content token sent on a stream, by tier",
+            ["tier"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "cascade_router_confidence",
+            "The router's confidence in the student's answers",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "cascade_upstream_errors_total", "Failed calls to an upstream, by upstream", ["upstream"], registry=r
+        )
+        self.fallbacks = Counter(
+            "cascade_fallbacks_total",
+            "Requests another tier answered because one failed, by the upstream that failed",
+            ["upstream"],
+            registry=r,
+        )
+        self.info = Gauge(
+            "cascade_version_info",
+            "Versions in use (value 1): router and student",
+            ["component", "version"],
+            registry=r,
+            multiprocess_mode="max",
         )
 
-    def observe(self, tier: str, outcome: str, reason: str, seconds: float) -> None:
-        self.requests.labels(tier, outcome).inc()
-        self.latency.labels(tier).observe(seconds)
-        if tier == "teacher" and reason in ("not_confident", "student_down"):
-            self.escalations.labels(reason).inc()
+    def prime(self, models: list[str]) -> None:
+        """Create every bounded label set at zero, so rates and dashboards have series before traffic."""
+        for reason in ("confident", "not_confident", "student_down", "pinned"):
+            self.decisions.labels(reason)
+        for reason in ("not_confident", "student_down"):
+            self.escalations.labels(reason)
+        for model in models:
+            self.cost.labels(model)
+            for kind in ("prompt", "completion"):
+                self.tokens.labels(model, kind)
+        for tier in ("student", "teacher"):
+            self.upstream_errors.labels(tier)
+            self.fallbacks.labels(tier)
+
+    def set_version(self, component: str, version: str) -> None:
+        self.info.clear()
+        self.info.labels(component, version).set(1)
+
+    def observe(self, exchange: Exchange) -> None:
+        """Count one finished request (called exactly once per request, streamed or not)."""
+        tier = exchange.tier or "none"
+        self.requests.labels(tier, exchange.outcome, str(exchange.status)).inc()
+        if exchange.tier is not None:
+            self.decisions.labels(exchange.reason).inc()
+        if exchange.tier == "teacher" and exchange.reason in ("not_confident", "student_down"):
+            self.escalations.labels(exchange.reason).inc()
+        if exchange.confidence is not None:
+            self.confidence.observe(exchange.confidence)
+        for call in exchange.calls:
+            if call.error is not None:
+                self.upstream_errors.labels(call.tier).inc()
+            self.tokens.labels(call.model, "prompt").inc(call.prompt_tokens)
+            self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
+            self.cost.labels(call.model).inc(call.cost_usd)
+        if exchange.reason == "student_down":
+            self.fallbacks.labels("student").inc()
+        if exchange.outcome == "ok":
+            self.teacher_only_cost.inc(exchange.teacher_only_cost_usd(self.teacher_price))
+            self.latency.labels(tier).observe(exchange.duration_s)
+            if exchange.ttft_s is not None:
+                self.ttft.labels(tier).observe(exchange.ttft_s)
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from gateway import streaming
-from gateway.cascade import Answer, Cascade
+from gateway.cascade import Cascade
 from gateway.disconnect import cancel_on_disconnect
-from gateway.errors import BodyTooLarge, GatewayError
+from gateway.errors import BodyTooLarge, error_payload
+from gateway.exchange import Exchange
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, parse_chat_request
 
@@ -33,8 +35,17 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+Finish = Callable[[Exchange], None]
+
+
+def get_finish(request: Request) -> Finish:
+    finish: Finish = request.app.state.finish_exchange
+    return finish
+
+
 CascadeDep = Annotated[Cascade, Depends(get_cascade)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+FinishDep = Annotated[Finish, Depends(get_finish)]
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -51,24 +62,30 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _headers(answer: Answer, request_id: str) -> dict[str, str]:
-    confidence = "none" if answer.confidence is None else f"{answer.confidence:.6f}"
-    return {"x-cascade-tier": answer.tier, "x-cascade-confidence": confidence, "x-request-id": request_id}
+def _headers(exchange: Exchange) -> dict[str, str]:
+    confidence = "none" if exchange.confidence is None else f"{exchange.confidence:.6f}"
+    return {
+        "x-cascade-tier": exchange.tier or "none",
+        "x-cascade-confidence": confidence,
+        "x-request-id": exchange.request_id,
+    }
 
 
-async def _timed(
-    chunks: AsyncIterator[bytes], answer: Answer, metrics: Metrics, started: float
-) -> AsyncIterator[bytes]:
+async def _streamed(chunks: AsyncIterator[bytes], exchange: Exchange, finish: Finish) -> AsyncIterator[bytes]:
+    """Send a relayed stream and close the exchange once its last byte is out (or the client left)."""
     outcome = "error"
     try:
         async for chunk in chunks:
+            if exchange.ttft_s is None:
+                exchange.ttft_s = time.perf_counter() - exchange.started
             yield chunk
-        outcome = "ok"
+        outcome = "ok" if all(call.error is None for call in exchange.calls if call.tier == exchange.tier) else "error"
     except asyncio.CancelledError:
         outcome = "cancelled"
         raise
     finally:
-        metrics.observe(answer.tier, outcome, answer.reason, time.perf_counter() - started)
+        exchange.close(outcome, 200)
+        finish(exchange)
 
 
 @api.post(
@@ -80,28 +97,39 @@ async def _timed(
         }
     },
 )
-async def chat_completions(request: Request, cascade: CascadeDep, metrics: MetricsDep) -> Response:
-    started = time.perf_counter()
+async def chat_completions(request: Request, cascade: CascadeDep, finish: FinishDep) -> Response:
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     request.state.request_id = request_id
+    exchange = Exchange(request_id, "", {})
     try:
         raw = await read_body(request, request.app.state.max_body_bytes)
         chat, data = parse_chat_request(raw)
-        answer = await cancel_on_disconnect(request, cascade.answer(chat, data))
-    except GatewayError:
-        metrics.requests.labels("none", "error").inc()
+        exchange.requested_model, exchange.request = chat.model, data
+        answer = await cancel_on_disconnect(request, cascade.answer(exchange, chat, data))
+    except ClientDisconnect:
+        exchange.close("cancelled", 499)
+        finish(exchange)
         raise
-    headers = _headers(answer, request_id)
+    except Exception as exc:
+        status, _ = error_payload(exc)
+        exchange.close("error", status, str(exc))
+        finish(exchange)
+        raise
+    headers = _headers(exchange)
     if answer.stream is not None:
         return StreamingResponse(
-            _timed(answer.stream, answer, metrics, started), media_type="text/event-stream", headers=headers
+            _streamed(answer.stream, exchange, finish), media_type="text/event-stream", headers=headers
         )
     assert answer.body is not None
-    metrics.observe(answer.tier, "ok", answer.reason, time.perf_counter() - started)
     if answer.replay_as_stream:
         payload = streaming.replay(answer.body, answer.include_usage)
-        return Response(payload, media_type="text/event-stream", headers=headers)
-    return Response(orjson.dumps(answer.body), media_type="application/json", headers=headers)
+        response = Response(payload, media_type="text/event-stream", headers=headers)
+        exchange.ttft_s = time.perf_counter() - exchange.started
+    else:
+        response = Response(orjson.dumps(answer.body), media_type="application/json", headers=headers)
+    exchange.close("ok", 200)
+    finish(exchange)
+    return response
 
 
 @api.get("/v1/models")
@@ -131,4 +159,4 @@ async def readyz(cascade: CascadeDep) -> Response:
 
 @api.get("/metrics")
 async def metrics_endpoint(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

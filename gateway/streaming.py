@@ -2,34 +2,114 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from gateway.errors import UpstreamError, sse_error_event
+from gateway.exchange import TierCall
+from gateway.protocol import trim_logprobs
+
+if TYPE_CHECKING:
+    from gateway.cascade import ClientAsk
 
 _DONE = b"data: [DONE]"
 
 
-async def relay(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Pass an upstream's SSE bytes through as they arrive.
+class _Relay:
+    """Reads an upstream's SSE events, records the answer on a TierCall, and re-emits what the client asked.
+
+    The gateway always asks the upstream for usage (so streamed spend is counted) and sometimes for more
+    logprobs than the client wants (for the log); those are removed here before the client sees them.
+    """
+
+    def __init__(self, call: TierCall, ask: ClientAsk, started: float) -> None:
+        self.call = call
+        self.ask = ask
+        self.started = started
+        self.texts: list[str] = []
+        self.logprobs: list[dict[str, Any]] = []
+        self.done = False
+
+    def event(self, raw: bytes) -> bytes | None:
+        """One SSE event (without its blank line) -> the bytes to send on, or None to drop it."""
+        if raw.startswith(_DONE):
+            self.done = True
+            return raw + b"\n\n"
+        if not raw.startswith(b"data:"):
+            return raw + b"\n\n"  # comments, keep-alives
+        try:
+            payload = orjson.loads(raw[5:])
+        except orjson.JSONDecodeError:
+            raise UpstreamError("the model server sent an event that is not JSON", upstream=self.call.tier) from None
+        if not isinstance(payload, dict):
+            return raw + b"\n\n"
+        if "error" in payload:
+            self.call.error = str(payload["error"])
+        choices = payload.get("choices") or []
+        usage = payload.get("usage")
+        if usage:
+            self.call.take_usage(usage)
+            if not choices and not self.ask.usage_in_stream:
+                return None
+        changed = False
+        if usage and not self.ask.usage_in_stream:
+            payload["usage"] = None
+            changed = True
+        for choice in choices:
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if self.call.ttft_s is None:
+                    self.call.ttft_s = time.perf_counter() - self.started
+                self.texts.append(delta["content"])
+            if choice.get("finish_reason"):
+                self.call.finish_reason = choice["finish_reason"]
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict) and logprobs.get("content"):
+                self.logprobs.extend(dict(token) for token in logprobs["content"])
+                if not self.ask.logprobs or self.ask.top_logprobs < len(
+                    logprobs["content"][0].get("top_logprobs") or []
+                ):
+                    trim_logprobs(choice, self.ask.logprobs, self.ask.top_logprobs)
+                    changed = True
+        if changed:
+            return b"data: " + orjson.dumps(payload) + b"\n\n"
+        return raw + b"\n\n"
+
+    def finish(self) -> None:
+        self.call.latency_s = time.perf_counter() - self.started
+        self.call.text = "".join(self.texts)
+        self.call.logprobs = self.logprobs or None
+
+
+async def relay(chunks: AsyncIterator[bytes], call: TierCall, ask: ClientAsk, started: float) -> AsyncIterator[bytes]:
+    """Pass an upstream's SSE stream through as it arrives, event by event.
 
     A failure midway, or a stream that ends without ``data: [DONE]``, ends the client's stream with an SSE
     error event and ``data: [DONE]``, so the client never mistakes a cut answer for a whole one.
     """
-    tail = b""
+    relay = _Relay(call, ask, started)
+    buffer = b""
     try:
         async for chunk in chunks:
-            tail = (tail + chunk)[-32:]
-            yield chunk
+            buffer += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+            if b"\n\n" not in buffer:
+                continue
+            *events, buffer = buffer.split(b"\n\n")
+            out = [sent for raw in events if raw.strip() and (sent := relay.event(raw.strip())) is not None]
+            if out:
+                yield b"".join(out)
+        if buffer.strip() and (sent := relay.event(buffer.strip())) is not None:
+            yield sent
+        if not relay.done:
+            raise UpstreamError("the model server ended the stream before it was complete", upstream=call.tier)
     except UpstreamError as exc:
+        call.error = exc.message
         yield sse_error_event(exc)
-        return
-    if _DONE not in tail:
-        yield sse_error_event(
-            UpstreamError("the model server ended the stream before it was complete", upstream="upstream")
-        )
+    finally:
+        relay.finish()
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -54,21 +134,8 @@ def replay(body: dict[str, Any], include_usage: bool) -> bytes:
     for choice in body.get("choices", []):
         index = choice.get("index", 0)
         message = choice.get("message") or {}
-        events.append(
-            _event(
-                {
-                    **base,
-                    "choices": [
-                        {
-                            "index": index,
-                            "delta": {"role": "assistant", "content": ""},
-                            "logprobs": None,
-                            "finish_reason": None,
-                        }
-                    ],
-                }
-            )
-        )
+        first = {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        events.append(_event({**base, "choices": [first]}))
         delta: dict[str, Any] = {}
         if message.get("content"):
             delta["content"] = message["content"]
@@ -77,36 +144,10 @@ def replay(body: dict[str, Any], include_usage: bool) -> bytes:
         if message.get("tool_calls"):
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
         if delta:
-            events.append(
-                _event(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": index,
-                                "delta": delta,
-                                "logprobs": choice.get("logprobs"),
-                                "finish_reason": None,
-                            }
-                        ],
-                    }
-                )
-            )
-        events.append(
-            _event(
-                {
-                    **base,
-                    "choices": [
-                        {
-                            "index": index,
-                            "delta": {},
-                            "logprobs": None,
-                            "finish_reason": choice.get("finish_reason") or "stop",
-                        }
-                    ],
-                }
-            )
-        )
+            content = {"index": index, "delta": delta, "logprobs": choice.get("logprobs"), "finish_reason": None}
+            events.append(_event({**base, "choices": [content]}))
+        last = {"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason") or "stop"}
+        events.append(_event({**base, "choices": [last]}))
     if include_usage and body.get("usage") is not None:
         events.append(_event({**base, "choices": [], "usage": body["usage"]}))
     events.append(_DONE + b"\n\n")

@@ -85,7 +85,7 @@ def fake_teacher() -> Iterator[Server]:
     stop(server.proc)
 
 
-GatewayFactory = Callable[[dict], Server]
+GatewayFactory = Callable[..., Server]
 
 
 @pytest.fixture(scope="session")
@@ -93,14 +93,14 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayF
     """Start a real `cascade serve` with the given config dict; all are stopped at the end of the session."""
     started: list[Server] = []
 
-    def start(config: dict) -> Server:
+    def start(config: dict, *args: str) -> Server:
         port = free_port()
         config = {**config, "server": {**config.get("server", {}), "port": port}}
         path = tmp_path_factory.mktemp("gateway") / "cascade.yaml"
         path.write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cascade.cli", "serve", "--config", str(path)], cwd=ROOT, env=env
+            [sys.executable, "-m", "cascade.cli", "serve", "--config", str(path), *args], cwd=ROOT, env=env
         )
         server = Server(f"http://127.0.0.1:{port}/v1", proc)
         wait_http(server.root + "/healthz", proc)

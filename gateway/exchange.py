@@ -1,0 +1,100 @@
+"""What happened to one request: which tiers were called, what they answered, what it cost.
+
+An :class:`Exchange` is filled in as the request runs and closed once the client has its whole answer (for a
+stream, when the last byte is sent); the metrics and the escalation log are both written from it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cascade.config import PriceSettings
+
+
+@dataclass(slots=True)
+class TierCall:
+    """One call to one tier."""
+
+    tier: str  # student | teacher
+    model: str
+    price: PriceSettings
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    text: str | None = None
+    logprobs: list[dict[str, Any]] | None = None  # the OpenAI `logprobs.content` list
+    finish_reason: str | None = None
+    error: str | None = None
+
+    @property
+    def cost_usd(self) -> float:
+        return self.price.cost_usd(self.prompt_tokens, self.completion_tokens)
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def take_completion(self, body: dict[str, Any], latency_s: float) -> None:
+        self.latency_s = latency_s
+        self.take_usage(body.get("usage"))
+        choices = body.get("choices") or [{}]
+        choice = choices[0]
+        message = choice.get("message") or {}
+        self.text = message.get("content")
+        self.finish_reason = choice.get("finish_reason")
+        logprobs = choice.get("logprobs")
+        content = logprobs.get("content") if isinstance(logprobs, dict) else None
+        # Copies: what the client gets may be trimmed afterwards, what is logged is not.
+        self.logprobs = [dict(token) for token in content] if content else None
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    requested_model: str
+    request: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    created: float = field(default_factory=time.time)
+    tier: str | None = None  # the tier whose answer the client got
+    reason: str = "pinned"  # confident | not_confident | student_down | pinned
+    confidence: float | None = None
+    signals: dict[str, float] = field(default_factory=dict)
+    student: TierCall | None = None
+    teacher: TierCall | None = None
+    outcome: str = "ok"  # ok | error | cancelled
+    status: int = 200
+    error: str | None = None
+    duration_s: float = 0.0
+    ttft_s: float | None = None
+
+    @property
+    def calls(self) -> list[TierCall]:
+        return [call for call in (self.student, self.teacher) if call is not None]
+
+    @property
+    def answered_by(self) -> TierCall | None:
+        return self.teacher if self.tier == "teacher" else self.student if self.tier == "student" else None
+
+    @property
+    def cost_usd(self) -> float:
+        """Escalations pay for both tiers: the student's tokens were spent too."""
+        return sum(call.cost_usd for call in self.calls)
+
+    def teacher_only_cost_usd(self, teacher_price: PriceSettings) -> float:
+        """What the request would have cost had it gone straight to the teacher.
+
+        The teacher's own answer is used when there is one; otherwise the answer the client got stands in
+        for the teacher's length (the teacher's exact count is unknown for answers it never wrote).
+        """
+        call = self.teacher or self.answered_by
+        if call is None:
+            return 0.0
+        return teacher_price.cost_usd(call.prompt_tokens, call.completion_tokens)
+
+    def close(self, outcome: str = "ok", status: int = 200, error: str | None = None) -> None:
+        self.outcome, self.status, self.error = outcome, status, error
+        self.duration_s = time.perf_counter() - self.started
