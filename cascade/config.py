@@ -78,6 +78,18 @@ class UpstreamSettings(_Section):
     api_key: str | None = Field(default=None, description="Sent as `Authorization: Bearer ...` when set")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="Seconds to open a connection")
     read_timeout_s: float = Field(default=120.0, gt=0, description="Seconds to wait for the next bytes")
+    total_timeout_s: float | None = Field(
+        default=None, gt=0, description="Seconds for a whole non-streamed answer (none: no overall limit)"
+    )
+    retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of safe failures: refused connection, 429/503 (never mid-stream)"
+    )
+    retry_max_wait_s: float = Field(default=2.0, ge=0, description="Longest wait before a retry, retry-after included")
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit breaker")
+    breaker_reset_s: float = Field(default=10.0, gt=0, description="Seconds an open breaker waits before a probe")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Largest max_tokens a request may ask of this tier (400 above it)"
+    )
     max_connections: int = Field(default=256, ge=1, description="Pooled connections to this upstream")
     price: PriceSettings = Field(default_factory=PriceSettings, description="What this model's tokens cost")
     log_top_logprobs: int = Field(
@@ -109,12 +121,19 @@ class RouterSettings(_Section):
         default=0.5, ge=0.0, le=1.0, description="Accept the student's answer when confidence >= threshold"
     )
     top_logprobs: int = Field(default=5, ge=0, le=20, description="Top-k logprobs asked of the student")
+    on_teacher_down: Literal["degrade", "fail"] = Field(
+        default="degrade",
+        description="When an escalation finds the teacher down: degrade (the student's answer, with header "
+        "x-cascade-degraded: teacher-unavailable) or fail (503)",
+    )
 
 
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger bodies get 413")
+    max_messages: int = Field(default=512, ge=1, description="Most messages one request may carry (400 above)")
+    shutdown_grace_s: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds to finish in-flight requests")
 
 
 class Settings(BaseSettings):

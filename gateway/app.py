@@ -33,10 +33,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Cascade", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.max_body_bytes = settings.server.max_body_bytes
     metrics = Metrics(settings.teacher.price)
     metrics.prime([settings.student.model, settings.teacher.model])
     metrics.set_version("router", f"{settings.router.signal}@{settings.router.threshold}")
+    metrics.breakers = {STUDENT: student.breaker, TEACHER: teacher.breaker}
     app.state.metrics = metrics
     app.state.finish_exchange = metrics.observe
     app.state.cascade = Cascade(
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         teacher,
         make_router(settings.router.signal, settings.router.threshold),
         settings.router.top_logprobs,
+        settings.router.on_teacher_down,
     )
     install_error_handlers(app)
     app.include_router(api)

@@ -50,12 +50,21 @@ class ClientAsk:
 
 
 class Cascade:
-    def __init__(self, alias: str, student: Upstream, teacher: Upstream, router: ThresholdRouter, top_k: int):
+    def __init__(
+        self,
+        alias: str,
+        student: Upstream,
+        teacher: Upstream,
+        router: ThresholdRouter,
+        top_k: int,
+        on_teacher_down: str = "degrade",
+    ) -> None:
         self.alias = alias
         self.student = student
         self.teacher = teacher
         self.router = router
         self.top_k = top_k
+        self.on_teacher_down = on_teacher_down
         self._pinned = {student.model: student, teacher.model: teacher}
 
     @property
@@ -65,12 +74,14 @@ class Cascade:
     async def answer(self, exchange: Exchange, request: ChatCompletionRequest, data: dict[str, Any]) -> Answer:
         ask = ClientAsk.of(request)
         if request.model == self.alias:
+            _check_max_tokens(request, self.student, self.teacher)
             return await self._cascade(exchange, request, data, ask)
         upstream = self._pinned.get(request.model)
         if upstream is None:
             raise ModelNotFound(
                 f"model {request.model!r} does not exist; available: {', '.join(self.model_names)}", param="model"
             )
+        _check_max_tokens(request, upstream)
         return await self._call(exchange, upstream, request, data, ask, pinned=True)
 
     async def _cascade(
@@ -104,7 +115,14 @@ class Cascade:
         decision = self.router.decide(token_logprobs((completion.body["choices"] or [{}])[0]))
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
         if not decision.accept:
-            return await self._call(exchange, self.teacher, request, data, ask)
+            try:
+                return await self._call(exchange, self.teacher, request, data, ask)
+            except UpstreamError as exc:
+                if exc.status < 500 or self.on_teacher_down != "degrade":
+                    raise
+                assert exchange.teacher is not None
+                exchange.teacher.error = exc.message
+                exchange.degraded = "teacher-unavailable"
         exchange.tier = STUDENT
         return self._whole(completion.body, self.student, request, ask)
 
@@ -145,3 +163,15 @@ class Cascade:
             trim_logprobs(choice, ask.logprobs, ask.top_logprobs)
         body["model"] = upstream.model
         return Answer(body=body, replay_as_stream=bool(request.stream), include_usage=ask.usage_in_stream)
+
+
+def _check_max_tokens(request: ChatCompletionRequest, *upstreams: Upstream) -> None:
+    """400 when the request asks more tokens than a tier that may answer it allows."""
+    asked = request.max_completion_tokens or request.max_tokens
+    if asked is None:
+        return
+    for upstream in upstreams:
+        cap = upstream.settings.max_tokens
+        if cap is not None and asked > cap:
+            field = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+            raise BadRequest(f"{field} is {asked}, above the limit of {cap} for {upstream.model!r}", param=field)

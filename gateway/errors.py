@@ -62,9 +62,13 @@ class UpstreamError(GatewayError):
     status = 502
     type = "upstream_error"
 
-    def __init__(self, message: str, *, upstream: str, **kwargs: Any) -> None:
+    def __init__(
+        self, message: str, *, upstream: str, retryable: bool = False, retry_after: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.upstream = upstream
+        self.retryable = retryable  # safe to send again: nothing reached the model, or it asked us to retry
+        self.retry_after = retry_after
 
 
 class UpstreamUnavailable(UpstreamError):
@@ -85,9 +89,13 @@ class UpstreamBadResponse(UpstreamError):
     def __init__(self, message: str, *, upstream: str, upstream_status: int, **kwargs: Any) -> None:
         super().__init__(message, upstream=upstream, **kwargs)
         self.upstream_status = upstream_status
-        if 400 <= upstream_status < 500:
+        if upstream_status == 429:
+            self.status, self.type, self.code = 429, "rate_limit_error", "upstream_rate_limited"
+        elif 400 <= upstream_status < 500:
             self.status = upstream_status
             self.type = "invalid_request_error"
+            if "context length" in message or "maximum context" in message:
+                self.param = self.param or "messages"
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -104,6 +112,9 @@ def error_payload(exc: BaseException) -> tuple[int, dict[str, Any]]:
 
 def error_response(exc: BaseException, headers: dict[str, str] | None = None) -> Response:
     status, body = error_payload(exc)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None and status in (429, 503):
+        headers = {**(headers or {}), "retry-after": str(max(1, round(retry_after)))}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 

@@ -62,6 +62,7 @@ class Exchange:
     tier: str | None = None  # the tier whose answer the client got
     reason: str = "pinned"  # confident | not_confident | student_down | pinned
     confidence: float | None = None
+    degraded: str | None = None  # teacher-unavailable: the student's answer stands in for the teacher's
     signals: dict[str, float] = field(default_factory=dict)
     student: TierCall | None = None
     teacher: TierCall | None = None

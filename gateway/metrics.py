@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from cascade.config import PriceSettings
+from gateway.breaker import CircuitBreaker
 from gateway.exchange import Exchange
 
 # From a fast answer (10 ms) to a long generation (2 min).
@@ -86,6 +87,14 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.circuit_open = Gauge(
+            "cascade_upstream_circuit_open",
+            "1 while an upstream's circuit breaker is open (calls fail fast), else 0",
+            ["upstream"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.breakers: dict[str, CircuitBreaker] = {}
         self.info = Gauge(
             "cascade_version_info",
             "Versions in use (value 1): router and student",
@@ -105,6 +114,7 @@ class Metrics:
             for kind in ("prompt", "completion"):
                 self.tokens.labels(model, kind)
         for tier in ("student", "teacher"):
+            self.circuit_open.labels(tier).set(0)
             self.upstream_errors.labels(tier)
             self.fallbacks.labels(tier)
 
@@ -128,6 +138,8 @@ class Metrics:
             self.tokens.labels(call.model, "prompt").inc(call.prompt_tokens)
             self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
             self.cost.labels(call.model).inc(call.cost_usd)
+        for name, breaker in self.breakers.items():
+            self.circuit_open.labels(name).set(1 if breaker.state == "open" else 0)
         if exchange.reason == "student_down":
             self.fallbacks.labels("student").inc()
         if exchange.outcome == "ok":

@@ -41,7 +41,19 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
 
 
-def parse_chat_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+# JSON bodies; curl's default for -d (form-urlencoded) is let through because the body is parsed as JSON anyway.
+_ACCEPTED_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
+
+
+def check_content_type(content_type: str | None) -> None:
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type and media_type not in _ACCEPTED_CONTENT_TYPES and not media_type.endswith("+json"):
+        raise BadRequest(f"content-type must be application/json, got {media_type!r}")
+
+
+def parse_chat_request(raw: bytes, max_messages: int) -> tuple[ChatCompletionRequest, dict[str, Any]]:
     """Validate a request body; return the typed view and the original dict (what is forwarded)."""
     try:
         data = orjson.loads(raw)
@@ -55,6 +67,10 @@ def parse_chat_request(raw: bytes) -> tuple[ChatCompletionRequest, dict[str, Any
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         raise BadRequest(f"{param or 'body'}: {first['msg']}", param=param) from None
+    if len(request.messages) > max_messages:
+        raise BadRequest(
+            f"messages has {len(request.messages)} entries, above the limit of {max_messages}", param="messages"
+        )
     if request.top_logprobs and not request.logprobs:
         raise BadRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
     return request, data

@@ -14,13 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
+from cascade.config import ServerSettings
 from gateway import streaming
 from gateway.cascade import Cascade
 from gateway.disconnect import cancel_on_disconnect
 from gateway.errors import BodyTooLarge, error_payload
 from gateway.exchange import Exchange
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, parse_chat_request
+from gateway.protocol import ChatCompletionRequest, check_content_type, parse_chat_request
 
 api = APIRouter()
 
@@ -64,11 +65,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 def _headers(exchange: Exchange) -> dict[str, str]:
     confidence = "none" if exchange.confidence is None else f"{exchange.confidence:.6f}"
-    return {
+    headers = {
         "x-cascade-tier": exchange.tier or "none",
         "x-cascade-confidence": confidence,
         "x-request-id": exchange.request_id,
     }
+    if exchange.degraded:
+        headers["x-cascade-degraded"] = exchange.degraded
+    return headers
 
 
 async def _streamed(chunks: AsyncIterator[bytes], exchange: Exchange, finish: Finish) -> AsyncIterator[bytes]:
@@ -102,8 +106,10 @@ async def chat_completions(request: Request, cascade: CascadeDep, finish: Finish
     request.state.request_id = request_id
     exchange = Exchange(request_id, "", {})
     try:
-        raw = await read_body(request, request.app.state.max_body_bytes)
-        chat, data = parse_chat_request(raw)
+        limits: ServerSettings = request.app.state.settings.server
+        check_content_type(request.headers.get("content-type"))
+        raw = await read_body(request, limits.max_body_bytes)
+        chat, data = parse_chat_request(raw, limits.max_messages)
         exchange.requested_model, exchange.request = chat.model, data
         answer = await cancel_on_disconnect(request, cascade.answer(exchange, chat, data))
     except ClientDisconnect:

@@ -4,8 +4,10 @@ It exists for what no real model does on demand: exact logprobs, failures, slown
 The last user message scripts each tier: ``student=unsure teacher=die`` (role = the server's ``--role``).
 
 Behaviours: ``confident`` (default; token logprob -0.01), ``unsure`` (token logprob -3.0), ``fail`` (HTTP 500),
-``busy`` (HTTP 503), ``reject`` (HTTP 400), ``slow`` (answers after 5 s), ``die`` (streams two tokens, then
-drops the connection; a non-streamed request gets its connection dropped), ``garbage`` (a 200 that is not JSON).
+``busy`` (HTTP 503), ``flaky`` (HTTP 503 with retry-after 0 on the first try of each prompt, then an answer),
+``limited`` (HTTP 429 with retry-after 1), ``reject`` (HTTP 400), ``slow`` (answers after 5 s), ``die`` (streams
+two tokens, then drops the connection; a non-streamed request gets its connection dropped), ``garbage`` (a 200
+that is not JSON).
 
 Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
 ``GET /_stats`` returns the requests it received and how many were cancelled by their client.
@@ -32,6 +34,7 @@ class FakeUpstream:
         self.role = role
         self.received: list[dict[str, Any]] = []
         self.cancelled = 0
+        self.seen_prompts: set[str] = set()
 
     def behaviour(self, body: dict[str, Any]) -> str:
         text = ""
@@ -90,6 +93,15 @@ class FakeUpstream:
             return web.json_response({"error": {"message": "scripted failure", "type": "server_error"}}, status=500)
         if behaviour == "busy":
             return web.json_response({"error": {"message": "overloaded", "type": "server_error"}}, status=503)
+        if behaviour == "flaky":
+            prompt = orjson.dumps(body.get("messages")).decode()
+            if prompt not in self.seen_prompts:
+                self.seen_prompts.add(prompt)
+                error = {"error": {"message": "warming up", "type": "server_error"}}
+                return web.json_response(error, status=503, headers={"retry-after": "0"})
+        if behaviour == "limited":
+            error = {"error": {"message": "rate limited", "type": "rate_limit_error"}}
+            return web.json_response(error, status=429, headers={"retry-after": "1"})
         if behaviour == "reject":
             error = {"message": "This model's maximum context length is 10 tokens", "type": "BadRequestError"}
             return web.json_response({"error": error}, status=400)

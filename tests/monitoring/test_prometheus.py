@@ -83,12 +83,17 @@ def prometheus(monitored_gateway: Server, tmp_path_factory: pytest.TempPathFacto
 
 
 def send_traffic(gateway: Server) -> None:
+    """Accepted, escalated, degraded, streamed, pinned and failed requests."""
     client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
-    for text in ("hello", "student=unsure", "student=unsure teacher=fail"):
+    for model, text in (
+        ("cascade", "hello"),
+        ("cascade", "student=unsure"),
+        ("cascade", "student=unsure teacher=fail"),
+        (TEACHER_MODEL, "teacher=fail"),
+    ):
         with contextlib.suppress(openai.APIStatusError):
-            client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": text}])
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
     list(client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": "hi"}], stream=True))
-    client.chat.completions.create(model=TEACHER_MODEL, messages=[{"role": "user", "content": "hi"}])
 
 
 def query(prometheus: str, expr: str) -> list[dict]:
