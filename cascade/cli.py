@@ -90,6 +90,7 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
         "loop": "uvloop",
         "http": "httptools",
         "access_log": False,
+        "timeout_graceful_shutdown": settings.server.shutdown_grace_s,
     }
     if workers == 1:
         from gateway.app import create_app

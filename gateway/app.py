@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -49,7 +50,29 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(api)
+    _document_request_schema(app)
     return app
+
+
+def _document_request_schema(app: FastAPI) -> None:
+    """The chat request is parsed by hand (orjson, then pydantic); publish its schema in the OpenAPI document."""
+    from fastapi.openapi.utils import get_openapi
+
+    from gateway.protocol import ChatCompletionRequest
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            request = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(request.pop("$defs", {}))
+            # This deployment's models: generated clients and API fuzzers learn the names that exist.
+            request["properties"]["model"]["enum"] = app.state.cascade.model_names
+            components["ChatCompletionRequest"] = request
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

@@ -97,7 +97,7 @@ async def _streamed(chunks: AsyncIterator[bytes], exchange: Exchange, finish: Fi
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ChatCompletionRequest.model_json_schema()}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
         }
     },
 )
