@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from cascade.config import Settings
+from gateway.admin import admin
 from gateway.cascade import STUDENT, TEACHER, Cascade
 from gateway.errors import install_error_handlers
 from gateway.metrics import Metrics
 from gateway.routes import api
+from gateway.state import StateFile
 from gateway.upstream import Upstream
 from router import make_router
 
@@ -26,9 +29,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await student.start()
         await teacher.start()
+        state_file.apply_if_changed()
+        watcher = asyncio.create_task(state_file.watch())
         try:
             yield
         finally:
+            watcher.cancel()
             await student.close()
             await teacher.close()
 
@@ -48,8 +54,11 @@ def create_app(settings: Settings) -> FastAPI:
         settings.router.top_logprobs,
         settings.router.on_teacher_down,
     )
+    state_file = StateFile(settings.server.state_file, app.state.cascade)
+    app.state.state_file = state_file
     install_error_handlers(app)
     app.include_router(api)
+    app.include_router(admin)
     _document_request_schema(app)
     return app
 

@@ -67,6 +67,13 @@ class Cascade:
         self.on_teacher_down = on_teacher_down
         self._pinned = {student.model: student, teacher.model: teacher}
 
+    def switch_student(self, model: str) -> None:
+        """Serve the student tier under another model name (a promoted LoRA adapter); atomic for requests."""
+        if model in (self.alias, self.teacher.model):
+            raise BadRequest(f"{model!r} is already the alias or the teacher's name", param="model")
+        self.student.model = model
+        self._pinned = {model: self.student, self.teacher.model: self.teacher}
+
     @property
     def model_names(self) -> list[str]:
         return [self.alias, self.student.model, self.teacher.model]

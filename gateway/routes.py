@@ -21,7 +21,7 @@ from gateway.disconnect import cancel_on_disconnect
 from gateway.errors import BodyTooLarge, error_payload
 from gateway.exchange import Exchange
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, check_content_type, parse_chat_request
+from gateway.protocol import check_content_type, parse_chat_request
 
 api = APIRouter()
 

@@ -211,17 +211,22 @@ class Upstream:
         finally:
             response.close()
 
-    async def ready(self) -> bool:
-        """True when the breaker is not open and the upstream serves the configured model on GET /models."""
-        if self.breaker.state == "open":
-            return False
+    async def served_models(self) -> list[str] | None:
+        """The model names the upstream lists on GET /models, or None when it cannot be asked."""
         try:
             async with self.session.get(
                 self._models_url, headers=self._headers, timeout=aiohttp.ClientTimeout(total=2)
             ) as response:
                 if response.status != 200:
-                    return False
+                    return None
                 data = orjson.loads(await response.read()).get("data", [])
-                return any(item.get("id") == self.model for item in data)
+                return [str(item.get("id")) for item in data]
         except (TimeoutError, *_CONNECT_ERRORS, orjson.JSONDecodeError, AttributeError):
-            return False
+            return None
+
+    async def serves(self, model: str) -> bool:
+        return model in (await self.served_models() or [])
+
+    async def ready(self) -> bool:
+        """True when the breaker is not open and the upstream serves the configured model."""
+        return self.breaker.state != "open" and await self.serves(self.model)

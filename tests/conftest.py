@@ -95,8 +95,10 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayF
 
     def start(config: dict, *args: str) -> Server:
         port = free_port()
-        config = {**config, "server": {**config.get("server", {}), "port": port}}
-        path = tmp_path_factory.mktemp("gateway") / "cascade.yaml"
+        folder = tmp_path_factory.mktemp("gateway")
+        server = {"state_file": str(folder / "state.json"), **config.get("server", {}), "port": port}
+        config = {**config, "server": server}
+        path = folder / "cascade.yaml"
         path.write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}
         proc = subprocess.Popen(

@@ -10,7 +10,8 @@ two tokens, then drops the connection; a non-streamed request gets its connectio
 that is not JSON).
 
 Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
-``GET /_stats`` returns the requests it received and how many were cancelled by their client.
+``GET /_stats`` returns the requests it received and how many were cancelled by their client;
+``POST /_serve {"model": NAME}`` makes it serve one more model name (as vLLM does for a loaded LoRA adapter).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _SCRIPT = re.compile(r"(student|teacher)=(\w+)")
 class FakeUpstream:
     def __init__(self, model: str, role: str) -> None:
         self.model = model
+        self.served = [model]  # more are added by POST /_serve, as vLLM adds loaded LoRA adapters
         self.role = role
         self.received: list[dict[str, Any]] = []
         self.cancelled = 0
@@ -64,11 +66,15 @@ class FakeUpstream:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def models(self, request: web.Request) -> web.Response:
-        data = [{"id": self.model, "object": "model", "created": 0, "owned_by": "fake"}]
+        data = [{"id": model, "object": "model", "created": 0, "owned_by": "fake"} for model in self.served]
         return web.json_response({"object": "list", "data": data})
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "cancelled": self.cancelled})
+
+    async def serve(self, request: web.Request) -> web.Response:
+        self.served.append((await request.json())["model"])
+        return web.json_response({})
 
     async def reset(self, request: web.Request) -> web.Response:
         self.received.clear()
@@ -86,7 +92,7 @@ class FakeUpstream:
             raise
 
     async def _answer(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:
-        if body.get("model") != self.model:
+        if body.get("model") not in self.served:
             error = {"message": f"The model `{body.get('model')}` does not exist.", "type": "NotFoundError"}
             return web.json_response({"error": error}, status=404)
         if behaviour == "fail":
@@ -121,7 +127,7 @@ class FakeUpstream:
             "id": f"chatcmpl-{self.role}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": self.model,
+            "model": body["model"],
             "choices": [
                 {
                     "index": 0,
@@ -177,6 +183,7 @@ def make_app(model: str, role: str) -> web.Application:
     app.router.add_post("/v1/chat/completions", fake.chat)
     app.router.add_get("/_stats", fake.stats)
     app.router.add_post("/_reset", fake.reset)
+    app.router.add_post("/_serve", fake.serve)
     return app
 
 

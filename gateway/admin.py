@@ -1,0 +1,63 @@
+"""Admin endpoints (``/admin/...``): off (404) unless ``server.admin_key`` is set; a bearer key guards them."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from gateway.errors import BadRequest, GatewayError
+from gateway.routes import CascadeDep
+from gateway.state import RuntimeState, StateFile
+
+
+class AdminDisabled(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class AdminUnauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_key"
+
+
+def require_admin(request: Request) -> None:
+    key: str | None = request.app.state.settings.server.admin_key
+    if key is None:
+        raise AdminDisabled("admin endpoints are off; set server.admin_key to use them")
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise AdminUnauthorized("a valid admin key is required (Authorization: Bearer ...)")
+
+
+def get_state_file(request: Request) -> StateFile:
+    state_file: StateFile = request.app.state.state_file
+    return state_file
+
+
+admin = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)])
+StateDep = Annotated[StateFile, Depends(get_state_file)]
+
+
+class StudentSwitch(BaseModel):
+    model: str = Field(min_length=1, description="The model name the student server now serves (e.g. a LoRA adapter)")
+
+
+@admin.get("/state")
+async def get_state(cascade: CascadeDep) -> dict[str, object]:
+    return {"student_model": cascade.student.model, "teacher_model": cascade.teacher.model, "alias": cascade.alias}
+
+
+@admin.post("/student")
+async def switch_student(switch: StudentSwitch, cascade: CascadeDep, state_file: StateDep) -> dict[str, object]:
+    """Point the student tier at another served model, after checking the student server serves it."""
+    if not await cascade.student.serves(switch.model):
+        raise BadRequest(f"the student server does not serve {switch.model!r}; load the adapter first", param="model")
+    previous = cascade.student.model
+    cascade.switch_student(switch.model)
+    state_file.write(RuntimeState(student_model=switch.model))
+    return {"student_model": switch.model, "previous": previous}
