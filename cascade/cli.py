@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,6 +104,68 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
         uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **common)
 
+
+log_app = typer.Typer(no_args_is_help=True, help="The escalation log: export a dataset, print statistics.")
+app.add_typer(log_app, name="log")
+
+LogUrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Log store URL (default: log_store.url of --config, else var/cascade.db)"),
+]
+SinceOption = Annotated[datetime | None, typer.Option(help="From this time on (UTC unless an offset is given)")]
+UntilOption = Annotated[datetime | None, typer.Option(help="Before this time (UTC unless an offset is given)")]
+
+
+def _log_url(config: Path | None, url: str | None) -> str:
+    if url is not None:
+        return url
+    if config is not None:
+        return settings_or_exit(config).log_store.url
+    from cascade.config import LogStoreSettings
+
+    return LogStoreSettings().url
+
+
+@log_app.command("export")
+def log_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write")],
+    format: Annotated[str, typer.Option(help="jsonl or parquet (parquet needs pyarrow)")] = "jsonl",
+    config: ConfigOption = None,
+    url: LogUrlOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Export the logged records of a time window as a dataset (schema: docs/log-store.md)."""
+    import asyncio
+
+    from logstore import export
+
+    if format not in ("jsonl", "parquet"):
+        fail([f"--format must be jsonl or parquet, got {format!r}"])
+    count = asyncio.run(export(_log_url(config, url), since, until, out, format))  # type: ignore[arg-type]
+    typer.echo(f"cascade: exported {count} record(s) to {out}", err=True)
+
+
+@log_app.command("stats")
+def log_stats(
+    config: ConfigOption = None,
+    url: LogUrlOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Print counts, escalation rate, cost and top reasons of a time window as JSON."""
+    import asyncio
+    import json
+
+    from logstore import stats
+
+    summary = asyncio.run(stats(_log_url(config, url), since, until))
+    typer.echo(json.dumps(summary.to_dict(), indent=2))
+
+
+from cascade.commands.keys import keys_app  # noqa: E402 (sub-commands register after the helpers above)
+
+app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":
     app()

@@ -11,13 +11,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from cascade.config import Settings
+from gateway.accounting import Accountant
 from gateway.admin import admin
+from gateway.auth import Authenticator
 from gateway.cascade import STUDENT, TEACHER, Cascade
 from gateway.errors import install_error_handlers
+from gateway.limits import Counters, Limiter, MemoryCounters, RedisCounters
 from gateway.metrics import Metrics
 from gateway.routes import api
 from gateway.state import StateFile
 from gateway.upstream import Upstream
+from logstore import LogWriter
+from logstore.keys import KeyStore
 from router import make_router
 
 
@@ -29,14 +34,20 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await student.start()
         await teacher.start()
+        await writer.start()
         state_file.apply_if_changed()
         watcher = asyncio.create_task(state_file.watch())
         try:
             yield
         finally:
             watcher.cancel()
+            await accountant.close()  # shadows in flight, then the log queue is drained
             await student.close()
             await teacher.close()
+            if keys is not None:
+                await keys.close()
+            if isinstance(counters, RedisCounters):
+                await counters.close()
 
     app = FastAPI(title="Cascade", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -45,7 +56,13 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.set_version("router", f"{settings.router.signal}@{settings.router.threshold}")
     metrics.breakers = {STUDENT: student.breaker, TEACHER: teacher.breaker}
     app.state.metrics = metrics
-    app.state.finish_exchange = metrics.observe
+    writer = LogWriter(settings.log_store)
+    app.state.log_writer = writer
+    keys, counters = _auth_services(settings)
+    app.state.authenticator = Authenticator(keys, settings.auth.key_cache_s) if keys is not None else None
+    app.state.limiter = limiter = Limiter(counters) if counters is not None else None
+    accountant = Accountant(metrics, writer, teacher, settings.log_store.shadow_share, limiter)
+    app.state.finish_exchange = accountant.finish
     app.state.cascade = Cascade(
         settings.alias,
         student,
@@ -63,6 +80,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def _auth_services(settings: Settings) -> tuple[KeyStore | None, Counters | None]:
+    if not settings.auth.enabled:
+        return None, None
+    counters: Counters = RedisCounters(settings.auth.redis_url) if settings.auth.redis_url else MemoryCounters()
+    return KeyStore(settings.log_store.url), counters
+
+
 def _document_request_schema(app: FastAPI) -> None:
     """The chat request is parsed by hand (orjson, then pydantic); publish its schema in the OpenAPI document."""
     from fastapi.openapi.utils import get_openapi
@@ -78,6 +102,19 @@ def _document_request_schema(app: FastAPI) -> None:
             # This deployment's models: generated clients and API fuzzers learn the names that exist.
             request["properties"]["model"]["enum"] = app.state.cascade.model_names
             components["ChatCompletionRequest"] = request
+            schema["paths"]["/v1/chat/completions"] = {
+                "post": {
+                    "summary": "Chat completion (OpenAI-compatible); model 'cascade' routes, a tier's name pins it",
+                    "operationId": "chat_completions",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
+                        },
+                    },
+                    "responses": {"200": {"description": "A chat completion, or an SSE stream of chunks"}},
+                }
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 

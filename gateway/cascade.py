@@ -89,6 +89,7 @@ class Cascade:
                 f"model {request.model!r} does not exist; available: {', '.join(self.model_names)}", param="model"
             )
         _check_max_tokens(request, upstream)
+        exchange.reason = "pinned"
         return await self._call(exchange, upstream, request, data, ask, pinned=True)
 
     async def _cascade(
@@ -121,6 +122,7 @@ class Cascade:
         call.take_completion(completion.body, completion.latency_s)
         decision = self.router.decide(token_logprobs((completion.body["choices"] or [{}])[0]))
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
+        exchange.signals["confidence"] = decision.confidence
         if not decision.accept:
             try:
                 return await self._call(exchange, self.teacher, request, data, ask)

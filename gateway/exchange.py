@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade.config import PriceSettings
+from logstore.keys import ApiKey
 
 
 @dataclass(slots=True)
@@ -60,7 +61,9 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     created: float = field(default_factory=time.time)
     tier: str | None = None  # the tier whose answer the client got
-    reason: str = "pinned"  # confident | not_confident | student_down | pinned
+    reason: str | None = None  # confident | not_confident | student_down | pinned; None before routing
+    caller_key_id: str | None = None
+    key: ApiKey | None = None  # set once admitted by the limiter: released when the request ends
     confidence: float | None = None
     degraded: str | None = None  # teacher-unavailable: the student's answer stands in for the teacher's
     signals: dict[str, float] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from cascade.config import PriceSettings
 from gateway.breaker import CircuitBreaker
-from gateway.exchange import Exchange
+from gateway.exchange import Exchange, TierCall
 
 # From a fast answer (10 ms) to a long generation (2 min).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 120)
@@ -94,6 +94,30 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.shadows = Counter(
+            "cascade_shadow_requests_total", "Accepted requests also sent to the teacher for calibration", registry=r
+        )
+        self.log_queue_depth = Gauge(
+            "cascade_log_queue_depth",
+            "Log records waiting in memory to be written",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.log_spool_bytes = Gauge(
+            "cascade_log_spool_bytes",
+            "Bytes of log records spooled to disk while the database is away",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.log_dropped = Gauge(
+            "cascade_log_dropped_records",
+            "Log records dropped because the in-memory queue was full",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.log_record_errors = Counter(
+            "cascade_log_record_errors_total", "Requests whose log record could not be built", registry=r
+        )
         self.breakers: dict[str, CircuitBreaker] = {}
         self.info = Gauge(
             "cascade_version_info",
@@ -126,7 +150,7 @@ class Metrics:
         """Count one finished request (called exactly once per request, streamed or not)."""
         tier = exchange.tier or "none"
         self.requests.labels(tier, exchange.outcome, str(exchange.status)).inc()
-        if exchange.tier is not None:
+        if exchange.reason is not None:
             self.decisions.labels(exchange.reason).inc()
         if exchange.tier == "teacher" and exchange.reason in ("not_confident", "student_down"):
             self.escalations.labels(exchange.reason).inc()
@@ -147,6 +171,17 @@ class Metrics:
             self.latency.labels(tier).observe(exchange.duration_s)
             if exchange.ttft_s is not None:
                 self.ttft.labels(tier).observe(exchange.ttft_s)
+
+    def observe_shadow(self, call: TierCall) -> None:
+        self.shadows.inc()
+        self.tokens.labels(call.model, "prompt").inc(call.prompt_tokens)
+        self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
+        self.cost.labels(call.model).inc(call.cost_usd)
+
+    def observe_log(self, queue_depth: int, spool_bytes: int, dropped: int) -> None:
+        self.log_queue_depth.set(queue_depth)
+        self.log_spool_bytes.set(spool_bytes)
+        self.log_dropped.set(dropped)
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -97,7 +97,8 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayF
         port = free_port()
         folder = tmp_path_factory.mktemp("gateway")
         server = {"state_file": str(folder / "state.json"), **config.get("server", {}), "port": port}
-        config = {**config, "server": server}
+        log_store = {"url": f"sqlite+aiosqlite:///{folder / 'log.db'}", "spool_dir": str(folder / "spool")}
+        config = {**config, "server": server, "log_store": {**log_store, **config.get("log_store", {})}}
         path = folder / "cascade.yaml"
         path.write_text(yaml.safe_dump(config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CASCADE_")}

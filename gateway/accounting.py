@@ -1,0 +1,103 @@
+"""After the client has its answer: count the request in the metrics and write its log record.
+
+Runs off the client's clock (a background task of the response, or the end of a stream). A configurable
+share of accepted answers is also sent to the teacher as a *shadow*, in the background, so calibration sees
+both answers on accepted traffic too; its cost is real and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Coroutine
+from typing import Any
+
+from gateway.exchange import Exchange, TierCall
+from gateway.limits import Limiter
+from gateway.metrics import Metrics
+from gateway.records import to_log_record
+from gateway.upstream import Upstream
+from logstore import LogWriter
+
+log = logging.getLogger("cascade.gateway")
+MAX_SHADOWS_IN_FLIGHT = 16
+
+
+class Accountant:
+    def __init__(
+        self,
+        metrics: Metrics,
+        writer: LogWriter | None,
+        teacher: Upstream,
+        shadow_share: float,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.limiter = limiter
+        self.writer = writer
+        self.teacher = teacher
+        self.shadow_share = shadow_share
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._random = random.Random()
+
+    def finish(self, exchange: Exchange) -> None:
+        self.metrics.observe(exchange)
+        if exchange.key is not None and self.limiter is not None:
+            tokens = sum(call.prompt_tokens + call.completion_tokens for call in exchange.calls)
+            self._spawn(self.limiter.release(exchange.key, tokens, exchange.cost_usd))
+        if self.writer is None:
+            return
+        if self._wants_shadow(exchange):
+            self._spawn(self._shadow(exchange))
+            return
+        self._write(exchange)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _write(self, exchange: Exchange, shadow: TierCall | None = None) -> None:
+        assert self.writer is not None
+        try:
+            record = to_log_record(exchange, shadow)
+        except Exception:  # a record that cannot be built must not take the gateway down; it is counted
+            log.exception("could not build the log record of request %s", exchange.request_id)
+            self.metrics.log_record_errors.inc()
+            return
+        if record is not None:
+            self.writer.submit(record)
+
+    def _wants_shadow(self, exchange: Exchange) -> bool:
+        return (
+            self.shadow_share > 0
+            and exchange.reason == "confident"
+            and exchange.outcome == "ok"
+            and len(self._tasks) < MAX_SHADOWS_IN_FLIGHT
+            and self._random.random() < self.shadow_share
+        )
+
+    async def _shadow(self, exchange: Exchange) -> None:
+        """Ask the teacher the same question; log the record with both answers, whatever the teacher does."""
+        call = TierCall("teacher", self.teacher.model, self.teacher.settings.price)
+        body: dict[str, Any] = {**exchange.request, "model": self.teacher.model, "stream": False}
+        body.pop("stream_options", None)
+        if self.teacher.settings.log_top_logprobs:
+            body.update(logprobs=True, top_logprobs=self.teacher.settings.log_top_logprobs)
+            if self.teacher.settings.token_ids:
+                body["return_tokens_as_token_ids"] = True
+        try:
+            completion = await self.teacher.complete(body)
+            call.take_completion(completion.body, completion.latency_s)
+            self.metrics.observe_shadow(call)
+        except Exception as exc:
+            call.error = str(exc)
+        self._write(exchange, call)
+
+    async def close(self) -> None:
+        """Wait for shadows and limit updates in flight, then drain the log queue."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+        if self.writer is not None:
+            await self.writer.close()

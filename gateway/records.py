@@ -1,0 +1,54 @@
+"""From a finished :class:`~gateway.exchange.Exchange` to the escalation log's :class:`~logstore.LogRecord`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.exchange import Exchange, TierCall
+from logstore import LogRecord, TierAnswer, TokenLogprobs
+from logstore.record import DECISION_OF_REASON
+
+
+def _answer(call: TierCall | None) -> TierAnswer | None:
+    if call is None:
+        return None
+    return TierAnswer(
+        model=call.model,
+        text=call.text,
+        logprobs=TokenLogprobs.from_openai(call.logprobs) if call.logprobs else None,
+        prompt_tokens=call.prompt_tokens,
+        completion_tokens=call.completion_tokens,
+        latency_s=call.latency_s,
+        finish_reason=call.finish_reason,
+    )
+
+
+def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogRecord | None:
+    """The record of a routed or pinned request; None for requests rejected before any routing."""
+    if exchange.reason is None:
+        return None
+    request: dict[str, Any] = exchange.request
+    answered = exchange.outcome == "ok" or exchange.degraded is not None
+    tier = exchange.tier if answered and exchange.tier in ("student", "teacher") else None
+    return LogRecord(
+        request_id=exchange.request_id,
+        time=datetime.fromtimestamp(exchange.created, UTC),
+        decision=DECISION_OF_REASON[exchange.reason],  # type: ignore[arg-type]
+        reason=exchange.reason,  # type: ignore[arg-type]
+        tier=tier,  # type: ignore[arg-type]
+        messages=request.get("messages"),
+        params={key: value for key, value in request.items() if key != "messages"},
+        caller_key_id=exchange.caller_key_id,
+        signals=dict(exchange.signals),
+        student=_answer(exchange.student),
+        teacher=_answer(shadow or exchange.teacher),
+        cost_usd=exchange.cost_usd,
+        status=exchange.outcome,
+        http_status=exchange.status,
+        error=exchange.error,
+        degraded=exchange.degraded,
+        duration_s=exchange.duration_s,
+        shadow=shadow is not None,
+        stream=bool(request.get("stream")),
+    )

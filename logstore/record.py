@@ -1,0 +1,286 @@
+"""What one request through the cascade leaves behind: :class:`LogRecord`.
+
+Per-token arrays are the bulk of a record (an answer of n tokens with k alternatives each carries n + n*k
+log-probabilities). They live in :class:`TokenLogprobs` as float32 numpy arrays and are stored as one
+msgpack blob per answer (float32 bytes for the numbers, token strings or ids as msgpack lists), never one
+row per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgpack
+import numpy as np
+
+Token = str | int
+Decision = Literal["accept", "escalate", "bypass"]
+Reason = Literal["confident", "not_confident", "pre_routed", "student_down", "pinned"]
+Tier = Literal["student", "teacher"]
+
+DECISIONS: tuple[str, ...] = ("accept", "escalate", "bypass")
+REASONS: tuple[str, ...] = ("confident", "not_confident", "pre_routed", "student_down", "pinned")
+TIERS: tuple[str, ...] = ("student", "teacher")
+# What the router did, by reason: the teacher answered for all but a confident student or a pinned model.
+DECISION_OF_REASON: dict[str, str] = {
+    "confident": "accept",
+    "not_confident": "escalate",
+    "pre_routed": "escalate",
+    "student_down": "escalate",
+    "pinned": "bypass",
+}
+
+EXPORT_SCHEMA_VERSION = 1
+_BLOB_VERSION = 1
+
+# Request parameters kept by redaction: knobs, never text (tools, stop strings, response formats and
+# `user` can all carry the caller's words).
+REDACTION_KEEPS_PARAMS = frozenset(
+    {
+        "model",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stream",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+    }
+)
+
+
+@dataclass(slots=True)
+class TokenLogprobs:
+    """The per-token log-probabilities of one answer: n positions, up to k alternatives at each.
+
+    ``logprobs`` is float32 of shape (n,): the chosen token's logprob. ``top_logprobs`` is float32 of shape
+    (n, k), NaN-padded where a position has fewer than k alternatives. ``tokens`` / ``top_tokens`` hold the
+    token strings (as OpenAI-compatible servers return them) or ids; both are None once redacted.
+    """
+
+    logprobs: np.ndarray
+    top_logprobs: np.ndarray
+    tokens: list[Token] | None = None
+    top_tokens: list[list[Token]] | None = None
+
+    def __post_init__(self) -> None:
+        self.logprobs = np.asarray(self.logprobs, dtype=np.float32).reshape(-1)
+        n = self.logprobs.shape[0]
+        self.top_logprobs = np.asarray(self.top_logprobs, dtype=np.float32).reshape(n, -1)
+        if self.tokens is not None and len(self.tokens) != n:
+            raise ValueError(f"{len(self.tokens)} tokens for {n} logprobs")
+        if self.top_tokens is not None and len(self.top_tokens) != n:
+            raise ValueError(f"{len(self.top_tokens)} top-token lists for {n} logprobs")
+
+    def __len__(self) -> int:
+        return int(self.logprobs.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.top_logprobs.shape[1])
+
+    @classmethod
+    def from_openai(cls, content: list[dict[str, Any]]) -> TokenLogprobs:
+        """Build from an OpenAI chat answer's ``choices[i].logprobs.content`` list."""
+        n = len(content)
+        k = max((len(item.get("top_logprobs") or ()) for item in content), default=0)
+        logprobs = np.empty(n, dtype=np.float32)
+        top = np.full((n, k), np.nan, dtype=np.float32)
+        tokens: list[Token] = []
+        top_tokens: list[list[Token]] = []
+        for i, item in enumerate(content):
+            logprobs[i] = item["logprob"]
+            tokens.append(item["token"])
+            alternatives = item.get("top_logprobs") or []
+            top_tokens.append([alt["token"] for alt in alternatives])
+            for j, alt in enumerate(alternatives):
+                top[i, j] = alt["logprob"]
+        return cls(logprobs, top, tokens, top_tokens)
+
+    def encode(self) -> bytes:
+        """The compact storage form: one msgpack map with float32 bytes for the numbers."""
+        return msgpack.packb(
+            {
+                "v": _BLOB_VERSION,
+                "n": len(self),
+                "k": self.k,
+                "lp": self.logprobs.astype("<f4").tobytes(),
+                "tlp": self.top_logprobs.astype("<f4").tobytes(),
+                "t": self.tokens,
+                "tt": self.top_tokens,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, blob: bytes) -> TokenLogprobs:
+        data = msgpack.unpackb(blob, raw=False)
+        if data.get("v") != _BLOB_VERSION:
+            raise ValueError(f"unknown token blob version {data.get('v')!r}")
+        n, k = data["n"], data["k"]
+        logprobs = np.frombuffer(data["lp"], dtype="<f4").astype(np.float32)
+        top = np.frombuffer(data["tlp"], dtype="<f4").astype(np.float32).reshape(n, k)
+        return cls(logprobs, top, data["t"], data["tt"])
+
+    def redacted(self) -> TokenLogprobs:
+        """The same numbers without any token text."""
+        return TokenLogprobs(self.logprobs, self.top_logprobs, None, None)
+
+    def to_export_dict(self) -> dict[str, Any]:
+        """Plain lists; ``top_logprobs[i]`` holds only the alternatives given at position i (no padding)."""
+        rows = []
+        for i, row in enumerate(self.top_logprobs.tolist()):
+            width = len(self.top_tokens[i]) if self.top_tokens is not None else _width(row)
+            rows.append(row[:width])
+        return {
+            "tokens": self.tokens,
+            "logprobs": self.logprobs.tolist(),
+            "top_tokens": self.top_tokens,
+            "top_logprobs": rows,
+        }
+
+
+def _width(row: list[float]) -> int:
+    width = len(row)
+    while width and math.isnan(row[width - 1]):
+        width -= 1
+    return width
+
+
+@dataclass(slots=True)
+class TierAnswer:
+    """One tier's answer to the request: its text, token logprobs, token counts and latency."""
+
+    model: str
+    text: str | None = None
+    logprobs: TokenLogprobs | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    finish_reason: str | None = None
+
+    def to_export_dict(self) -> dict[str, Any]:
+        empty: dict[str, Any] = {"tokens": None, "logprobs": None, "top_tokens": None, "top_logprobs": None}
+        return {
+            "model": self.model,
+            "text": self.text,
+            **(self.logprobs.to_export_dict() if self.logprobs is not None else empty),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_s": self.latency_s,
+            "finish_reason": self.finish_reason,
+        }
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """Everything one request through the cascade leaves behind.
+
+    ``decision`` is what the router did: ``accept`` (the student's answer went out), ``escalate`` (the
+    teacher answered: not confident, pre-routed or the student was down) or ``bypass`` (a pinned model; the
+    router was not asked). ``reason`` says why; ``tier`` is who answered the client (None when no tier
+    did: the student's answer stands in when an escalation's teacher failed, with ``degraded`` saying so).
+    ``teacher`` is also set on an accepted request sent to the teacher as a shadow (``shadow``).
+    ``status`` is the outcome (ok | error | cancelled), ``http_status`` the status code the client got,
+    ``duration_s`` the whole request's time in the gateway.
+    After :meth:`LogWriter.submit <logstore.writer.LogWriter.submit>` the record belongs to the writer.
+    """
+
+    request_id: str
+    time: datetime
+    decision: Decision
+    reason: Reason
+    tier: Tier | None
+    messages: list[dict[str, Any]] | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    caller_key_id: str | None = None
+    signals: dict[str, float] = field(default_factory=dict)
+    student: TierAnswer | None = None
+    teacher: TierAnswer | None = None
+    cost_usd: float | None = None
+    status: str = "ok"
+    http_status: int | None = None
+    error: str | None = None
+    degraded: str | None = None
+    duration_s: float | None = None
+    shadow: bool = False
+    stream: bool = False
+    redacted: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.request_id:
+            raise ValueError("request_id must not be empty")
+        if self.time.tzinfo is None:
+            self.time = self.time.replace(tzinfo=UTC)
+        for name, value, allowed in (
+            ("decision", self.decision, DECISIONS),
+            ("reason", self.reason, REASONS),
+            ("tier", self.tier, (*TIERS, None)),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if DECISION_OF_REASON[self.reason] != self.decision:
+            raise ValueError(
+                f"decision {self.decision!r} contradicts reason {self.reason!r} "
+                f"(expected {DECISION_OF_REASON[self.reason]!r})"
+            )
+
+    def to_export_dict(self) -> dict[str, Any]:
+        """The dataset form (schema in docs/log-store.md): JSON-ready, the same keys for every record."""
+        return {
+            "schema_version": EXPORT_SCHEMA_VERSION,
+            "request_id": self.request_id,
+            "time": self.time.astimezone(UTC).isoformat(),
+            "caller_key_id": self.caller_key_id,
+            "messages": self.messages,
+            "params": self.params,
+            "redacted": self.redacted,
+            "decision": self.decision,
+            "reason": self.reason,
+            "tier": self.tier,
+            "signals": {name: float(value) for name, value in self.signals.items()},
+            "shadow": self.shadow,
+            "stream": self.stream,
+            "student": self.student.to_export_dict() if self.student is not None else None,
+            "teacher": self.teacher.to_export_dict() if self.teacher is not None else None,
+            "cost_usd": self.cost_usd,
+            "status": self.status,
+            "http_status": self.http_status,
+            "error": self.error,
+            "degraded": self.degraded,
+            "duration_s": self.duration_s,
+        }
+
+
+def redact(record: LogRecord) -> LogRecord:
+    """A copy without the caller's words: message contents, answer texts and token strings are dropped.
+
+    Kept: message roles and count, numeric request knobs, every signal, the logprob numbers, token counts,
+    latencies, cost and outcome (status and error), so calibration and cost reports still work on a redacted log.
+    """
+
+    def answer(tier: TierAnswer | None) -> TierAnswer | None:
+        if tier is None:
+            return None
+        logprobs = tier.logprobs.redacted() if tier.logprobs is not None else None
+        return replace(tier, text=None, logprobs=logprobs)
+
+    messages = None
+    if record.messages is not None:
+        messages = [{"role": message.get("role")} for message in record.messages]
+    params = {key: value for key, value in record.params.items() if key in REDACTION_KEEPS_PARAMS}
+    return replace(
+        record,
+        messages=messages,
+        params=params,
+        student=answer(record.student),
+        teacher=answer(record.teacher),
+        redacted=True,
+    )

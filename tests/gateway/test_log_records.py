@@ -1,0 +1,117 @@
+"""Every routed request leaves one log record, written off the client's clock, that agrees with the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from logstore import LogRecord, iter_records, stats
+from tests.conftest import STUDENT_MODEL, GatewayFactory, Server, gateway_config
+
+
+def records(url: str) -> list[LogRecord]:
+    async def collect() -> list[LogRecord]:
+        return [record async for record in iter_records(url)]
+
+    return asyncio.run(collect())
+
+
+def wait_for_records(url: str, count: int, timeout_s: float = 10.0) -> list[LogRecord]:
+    deadline = time.monotonic() + timeout_s
+    found: list[LogRecord] = []
+    while time.monotonic() < deadline:
+        try:
+            found = records(url)
+        except Exception:  # the table appears with the writer's first migration
+            found = []
+        if len(found) >= count:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{len(found)} of {count} records after {timeout_s} s")
+
+
+def metric_sum(gateway: Server, name: str) -> float:
+    text = httpx.get(gateway.root + "/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+@pytest.fixture
+def logged_gateway(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path
+) -> tuple[Server, str]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    config = gateway_config(fake_student.url, fake_teacher.url)
+    config["student"]["price"] = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+    config["teacher"].update(price={"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 20.0}, log_top_logprobs=2)
+    config["log_store"] = {"url": url, "spool_dir": str(tmp_path / "spool"), "flush_interval_s": 0.05}
+    return start_gateway(config), url
+
+
+def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str]) -> None:
+    gateway, url = logged_gateway
+    client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+    ids = {}
+    for key, model, text, stream in (
+        ("accepted", "cascade", "hello", False),
+        ("escalated", "cascade", "student=unsure", False),
+        ("escalated_stream", "cascade", "student=unsure", True),
+        ("pinned", STUDENT_MODEL, "hello", False),
+        ("degraded", "cascade", "student=unsure teacher=fail", False),
+    ):
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": text}], stream=stream
+        )
+        if stream:
+            list(raw.parse())
+        ids[key] = raw.headers["x-request-id"]
+    with pytest.raises(openai.BadRequestError):  # rejected before routing: no record
+        client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": "x"}], n=2)
+
+    by_id = {record.request_id: record for record in wait_for_records(url, 5)}
+    assert set(by_id) == set(ids.values())
+
+    accepted = by_id[ids["accepted"]]
+    assert (accepted.decision, accepted.reason, accepted.tier) == ("accept", "confident", "student")
+    assert accepted.messages == [{"role": "user", "content": "hello"}]
+    assert accepted.student is not None and accepted.student.text == "Answer from student."
+    assert accepted.student.logprobs is not None and len(accepted.student.logprobs) == 4
+    assert accepted.student.logprobs.k == 3  # the router's top_logprobs
+    assert accepted.teacher is None
+    assert accepted.signals["confidence"] > 0.9
+
+    escalated = by_id[ids["escalated"]]
+    assert (escalated.decision, escalated.reason, escalated.tier) == ("escalate", "not_confident", "teacher")
+    assert escalated.teacher is not None and escalated.teacher.text == "Answer from teacher."
+    assert escalated.teacher.logprobs is not None and escalated.teacher.logprobs.k == 2  # asked for the log
+    assert escalated.cost_usd == pytest.approx((6 * 1 + 4 * 2 + 6 * 10 + 4 * 20) / 1e6)
+
+    streamed = by_id[ids["escalated_stream"]]
+    assert streamed.stream and streamed.teacher is not None
+    assert streamed.teacher.text == "Answer from teacher."
+    assert streamed.teacher.completion_tokens == 4 and streamed.teacher.logprobs is not None
+
+    assert by_id[ids["pinned"]].decision == "bypass"
+    degraded = by_id[ids["degraded"]]
+    assert degraded.degraded == "teacher-unavailable" and degraded.tier == "student"
+
+    summary = asyncio.run(stats(url))
+    assert summary.cost_usd == pytest.approx(metric_sum(gateway, "cascade_cost_usd_total"))
+    assert summary.requests == 5
+
+
+def test_client_did_not_ask_for_the_logged_teacher_logprobs(logged_gateway: tuple[Server, str]) -> None:
+    gateway, _ = logged_gateway
+    client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+    answer = client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": "student=unsure"}])
+    assert answer.choices[0].logprobs is None
+    chunks = list(
+        client.chat.completions.create(
+            model="cascade", messages=[{"role": "user", "content": "student=unsure"}], stream=True
+        )
+    )
+    assert all(chunk.choices[0].logprobs is None for chunk in chunks if chunk.choices)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pytest
+
+from logstore import LogRecord, TokenLogprobs, redact
+from logstore.schema import record_to_row, row_to_record, row_to_spool, spool_to_row
+from tests.logstore.helpers import make_record, token_logprobs
+
+EXPORT_KEYS = {
+    "schema_version",
+    "request_id",
+    "time",
+    "caller_key_id",
+    "messages",
+    "params",
+    "redacted",
+    "decision",
+    "reason",
+    "tier",
+    "signals",
+    "shadow",
+    "stream",
+    "student",
+    "teacher",
+    "cost_usd",
+    "status",
+    "http_status",
+    "error",
+    "degraded",
+    "duration_s",
+}
+ANSWER_KEYS = {
+    "model",
+    "text",
+    "tokens",
+    "logprobs",
+    "top_tokens",
+    "top_logprobs",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "finish_reason",
+}
+
+
+def test_token_arrays_round_trip_through_the_compact_blob() -> None:
+    original = token_logprobs(n=200, k=5)
+    blob = original.encode()
+    decoded = TokenLogprobs.decode(blob)
+    assert decoded.tokens == original.tokens
+    assert decoded.top_tokens == original.top_tokens
+    np.testing.assert_array_equal(decoded.logprobs, original.logprobs)
+    np.testing.assert_array_equal(decoded.top_logprobs, original.top_logprobs)
+    as_json = orjson.dumps(original.to_export_dict())
+    assert len(blob) < len(as_json) / 2, (len(blob), len(as_json))
+
+
+def test_openai_logprobs_content_becomes_token_arrays_with_ragged_top_k() -> None:
+    content = [
+        {
+            "token": "Par",
+            "logprob": -0.1,
+            "top_logprobs": [{"token": "Par", "logprob": -0.1}, {"token": "L", "logprob": -2.5}],
+        },
+        {"token": "is", "logprob": -0.01, "top_logprobs": [{"token": "is", "logprob": -0.01}]},
+    ]
+    arrays = TokenLogprobs.from_openai(content)
+    assert len(arrays) == 2 and arrays.k == 2
+    assert arrays.tokens == ["Par", "is"]
+    assert math.isnan(float(arrays.top_logprobs[1, 1]))
+    exported = TokenLogprobs.decode(arrays.encode()).to_export_dict()
+    assert exported["top_tokens"] == [["Par", "L"], ["is"]]
+    assert exported["top_logprobs"] == [[pytest.approx(-0.1), pytest.approx(-2.5)], [pytest.approx(-0.01)]]
+
+
+def test_record_survives_the_row_and_spool_forms() -> None:
+    record = make_record("r-1")
+    row = spool_to_row(orjson.loads(orjson.dumps(row_to_spool(record_to_row(record)))))
+    back = row_to_record(row)
+    assert back.to_export_dict() == record.to_export_dict()
+
+
+def test_export_dict_has_the_documented_keys_and_is_json() -> None:
+    exported = make_record("r-2").to_export_dict()
+    assert set(exported) == EXPORT_KEYS
+    assert set(exported["student"]) == ANSWER_KEYS and set(exported["teacher"]) == ANSWER_KEYS
+    assert exported["time"].endswith("+00:00")
+    assert orjson.loads(orjson.dumps(exported)) == exported
+
+
+def test_redaction_drops_the_words_and_keeps_the_signals() -> None:
+    record = make_record("r-3")
+    redacted = redact(record)
+    exported = redacted.to_export_dict()
+    assert exported["redacted"] is True
+    assert exported["messages"] == [{"role": "system"}, {"role": "user"}]
+    assert "user" not in exported["params"] and exported["params"]["temperature"] == 0.0
+    assert exported["signals"] == record.signals
+    for tier in ("student", "teacher"):
+        assert exported[tier]["text"] is None
+        assert exported[tier]["tokens"] is None and exported[tier]["top_tokens"] is None
+        assert exported[tier]["logprobs"] == record.to_export_dict()[tier]["logprobs"]
+    assert "Paris" not in orjson.dumps(exported).decode()
+    assert record.messages is not None and record.messages[1]["content"]  # the original is untouched
+
+
+def test_record_refuses_an_unknown_reason_or_a_contradicting_decision_and_treats_naive_time_as_utc() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        make_record("r-4", reason="bored")
+    with pytest.raises(ValueError, match="contradicts"):
+        make_record("r-4", decision="accept", reason="not_confident")
+    record = LogRecord("r-5", datetime(2026, 1, 1, 12), "bypass", "pinned", "student")
+    assert record.time.tzinfo is UTC
