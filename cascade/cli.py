@@ -152,15 +152,28 @@ def log_stats(
     url: LogUrlOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    cost: Annotated[
+        bool, typer.Option("--cost", help="Recompute the cost from token counts and --config's prices")
+    ] = False,
 ) -> None:
     """Print counts, escalation rate, cost and top reasons of a time window as JSON."""
     import asyncio
     import json
 
     from logstore import stats
+    from logstore.reader import token_totals
 
-    summary = asyncio.run(stats(_log_url(config, url), since, until))
-    typer.echo(json.dumps(summary.to_dict(), indent=2))
+    log_url = _log_url(config, url)
+    summary = asyncio.run(stats(log_url, since, until)).to_dict()
+    if cost:
+        if config is None:
+            fail(["--cost needs --config: the prices are in its student.price and teacher.price"])
+        settings = settings_or_exit(config)
+        totals = asyncio.run(token_totals(log_url, since, until))
+        student = settings.student.price.cost_usd(totals.student_prompt, totals.student_completion)
+        teacher = settings.teacher.price.cost_usd(totals.teacher_prompt, totals.teacher_completion)
+        summary["cost_recomputed_usd"] = {"student": student, "teacher": teacher, "total": student + teacher}
+    typer.echo(json.dumps(summary, indent=2))
 
 
 from cascade.commands.keys import keys_app  # noqa: E402 (sub-commands register after the helpers above)

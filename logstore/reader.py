@@ -216,3 +216,32 @@ async def stats(url: str, since: datetime | None = None, until: datetime | None 
         student_tokens=student_tokens,
         teacher_tokens=teacher_tokens,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTotals:
+    """Prompt and completion tokens of each tier over a window (shadow answers included)."""
+
+    student_prompt: int
+    student_completion: int
+    teacher_prompt: int
+    teacher_completion: int
+
+
+async def token_totals(url: str, since: datetime | None = None, until: datetime | None = None) -> TokenTotals:
+    """Token sums per tier: with each tier's price they give the window's cost again, independently of the
+    ``cost_usd`` the gateway stored (``cascade log stats --cost``)."""
+    c = log_records.c
+    query = sa.select(
+        _sum(c.student_prompt_tokens),
+        _sum(c.student_completion_tokens),
+        _sum(c.teacher_prompt_tokens),
+        _sum(c.teacher_completion_tokens),
+    ).where(*_window(since, until))
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as connection:
+            row = (await connection.execute(query)).one()
+    finally:
+        await engine.dispose()
+    return TokenTotals(*(int(value) for value in row))

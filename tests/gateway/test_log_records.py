@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from logstore import LogRecord, iter_records, stats
@@ -49,11 +54,13 @@ def logged_gateway(
     config["student"]["price"] = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
     config["teacher"].update(price={"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 20.0}, log_top_logprobs=2)
     config["log_store"] = {"url": url, "spool_dir": str(tmp_path / "spool"), "flush_interval_s": 0.05}
+    (tmp_path / "prices.yaml").write_text(yaml.safe_dump(config))
     return start_gateway(config), url
 
 
-def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str]) -> None:
+def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str], tmp_path: Path) -> None:
     gateway, url = logged_gateway
+    config_path = tmp_path / "prices.yaml"
     client = openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
     ids = {}
     for key, model, text, stream in (
@@ -100,8 +107,25 @@ def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str]) 
     assert degraded.degraded == "teacher-unavailable" and degraded.tier == "student"
 
     summary = asyncio.run(stats(url))
-    assert summary.cost_usd == pytest.approx(metric_sum(gateway, "cascade_cost_usd_total"))
+    metrics_cost = metric_sum(gateway, "cascade_cost_usd_total")
+    assert summary.cost_usd == pytest.approx(metrics_cost)
     assert summary.requests == 5
+    # `cascade log stats --cost` recomputes the spend from the logged token counts and the config's prices.
+    command = [
+        sys.executable,
+        "-m",
+        "cascade.cli",
+        "log",
+        "stats",
+        "--cost",
+        "--config",
+        str(config_path),
+        "--url",
+        url,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["cost_recomputed_usd"]["total"] == pytest.approx(metrics_cost)
 
 
 def test_client_did_not_ask_for_the_logged_teacher_logprobs(logged_gateway: tuple[Server, str]) -> None:
