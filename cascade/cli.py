@@ -176,6 +176,76 @@ def log_stats(
     typer.echo(json.dumps(summary, indent=2))
 
 
+router_app = typer.Typer(no_args_is_help=True, help="The confidence router: calibrate a threshold, evaluate offline.")
+app.add_typer(router_app, name="router")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@router_app.command("calibrate")
+def router_calibrate(
+    labelled: Annotated[Path, typer.Argument(help="JSONL or CSV of scores with labels (or answer/reference)")],
+    target_quality: Annotated[float | None, typer.Option(help="Agreement among accepted answers")] = None,
+    max_escalation: Annotated[float | None, typer.Option(help="Largest share sent to the teacher")] = None,
+    confidence: Annotated[float, typer.Option(help="Probability that the target holds")] = 0.95,
+    score_column: Annotated[str, typer.Option(help="Field holding the router's score")] = "score",
+    label_column: Annotated[str, typer.Option(help="Field holding whether the student agreed")] = "student_ok",
+    agreement: Annotated[
+        str | None, typer.Option(help="Label from answer vs reference: exact, final_number, label, embedding")
+    ] = None,
+    answer_column: Annotated[str, typer.Option(help="Student answer field (with --agreement)")] = "student_answer",
+    reference_column: Annotated[str, typer.Option(help="Reference field (with --agreement)")] = "reference",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the result JSON here")] = None,
+) -> None:
+    """Choose the threshold that meets a quality target (or escalation budget) with stated confidence."""
+    import json
+
+    from router.agreement import get_agreement
+    from router.calibration import CalibrationError, calibrate
+    from router.labelled import LabelledFileError, read_labelled
+
+    try:
+        agree = get_agreement(agreement) if agreement else None
+        pairs = read_labelled(labelled, score_column, label_column, agree, answer_column, reference_column)
+        result = calibrate(pairs.scores, pairs.student_ok, target_quality, max_escalation, confidence)
+    except (CalibrationError, LabelledFileError, ValueError) as exc:
+        fail([str(exc)])
+        raise  # unreachable: fail() exits
+    text = json.dumps(result.as_dict(), indent=2)
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@router_app.command("eval")
+def router_eval(
+    dataset: Annotated[str, typer.Option(help="routellm-mmlu, routellm-gsm8k, or a CSV (prompt, weak_ok, strong_ok)")],
+    data_dir: Annotated[Path, typer.Option(help="Shared data folder")] = REPO_ROOT / ".." / "shared" / "data",
+    out_dir: Annotated[Path, typer.Option(help="Where the JSON and PNG go")] = REPO_ROOT / "bench" / "results",
+    encoder: Annotated[str, typer.Option(help="minilm (sentence embedding) or tfidf (no model)")] = "minilm",
+    test_fraction: Annotated[float, typer.Option(help="Held-out share of the prompts")] = 0.3,
+    seed: Annotated[int, typer.Option(help="Split and model seed")] = 0,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds for choosing the variant")] = 3,
+    save_router: Annotated[Path | None, typer.Option(help="Save the trained router as a new version here")] = None,
+) -> None:
+    """Train the pre-generation router on a split; report APGR/CPT on the held-out part (JSON + PNG)."""
+    import json
+
+    from router.datasets import DatasetError
+    from router.evaluate import run_eval
+
+    try:
+        result = run_eval(
+            dataset, data_dir.resolve(), out_dir, encoder, test_fraction, seed, folds, save_router=save_router
+        )
+    except (DatasetError, ValueError) as exc:
+        fail([str(exc)])
+        raise  # unreachable: fail() exits
+    summary = {key: result[key] for key in ("dataset", "n_train", "n_test", "chosen_variant", "metrics")}
+    summary["router_apgr_bootstrap_95"] = result["router_apgr_bootstrap_95"]
+    typer.echo(json.dumps(summary, indent=2))
+
+
 from cascade.commands.keys import keys_app  # noqa: E402 (sub-commands register after the helpers above)
 
 app.add_typer(keys_app, name="keys")

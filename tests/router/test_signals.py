@@ -1,0 +1,103 @@
+"""Answer features from hand-built OpenAI logprob lists with known values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from router import make_router
+from router.signals import FEATURE_NAMES, LOGPROB_FLOOR, TokenLogprobs, feature_matrix, features
+
+
+def item(token: str, p: float, alternatives: list[float]) -> dict[str, object]:
+    return {
+        "token": token,
+        "logprob": math.log(p),
+        "top_logprobs": [{"token": f"{token}{i}", "logprob": math.log(q)} for i, q in enumerate(alternatives)],
+    }
+
+
+# three tokens: probabilities 0.9, 0.5, 0.2; top-2 alternatives listed (chosen token first where it is top)
+CONTENT = [
+    item("Paris", 0.9, [0.9, 0.05]),
+    item(" is", 0.5, [0.5, 0.3]),
+    item(".", 0.2, [0.6, 0.2]),  # the sampled token was the second most likely
+]
+
+
+def test_from_openai_builds_sorted_arrays() -> None:
+    tokens = TokenLogprobs.from_openai(CONTENT)
+    assert tokens.tokens == ("Paris", " is", ".")
+    assert np.allclose(np.exp(tokens.logprobs), [0.9, 0.5, 0.2])
+    assert tokens.top.shape == (3, 2)
+    assert np.all(np.diff(tokens.top, axis=1) <= 0)
+
+
+def test_features_match_hand_computed_values() -> None:
+    f = features(TokenLogprobs.from_openai(CONTENT))
+    assert f["mean_logprob"] == pytest.approx((math.log(0.9) + math.log(0.5) + math.log(0.2)) / 3)
+    assert f["min_prob"] == pytest.approx(0.2)
+    # numpy linear quantiles of [0.2, 0.5, 0.9]: 10% -> 0.2 + 0.2 * 0.3, 25% -> 0.2 + 0.5 * 0.3
+    assert f["prob_q10"] == pytest.approx(0.26)
+    assert f["prob_q25"] == pytest.approx(0.35)
+    assert f["first_margin"] == pytest.approx(0.85)
+    assert f["mean_margin"] == pytest.approx((0.85 + 0.2 + 0.4) / 3)
+    assert f["length"] == 3.0
+
+    def h(ps: list[float]) -> float:
+        rest = 1 - sum(ps)
+        return -sum(p * math.log(p) for p in ps) - (rest * math.log(rest) if rest > 0 else 0.0)
+
+    assert f["mean_entropy"] == pytest.approx((h([0.9, 0.05]) + h([0.5, 0.3]) + h([0.6, 0.2])) / 3)
+
+
+def test_quantiles_are_length_robust_where_min_is_not() -> None:
+    short = TokenLogprobs.from_arrays(np.log([0.9, 0.9, 0.3]))
+    long = TokenLogprobs.from_arrays(np.log([0.9] * 97 + [0.3] * 3))
+    assert features(short)["min_prob"] == features(long)["min_prob"]
+    assert features(long)["prob_q10"] > features(short)["prob_q10"]
+
+
+def test_certain_answer_has_zero_entropy_and_full_margin() -> None:
+    f = features(TokenLogprobs.from_openai([item("A", 1.0, [1.0])]))
+    assert f["mean_entropy"] == pytest.approx(0.0, abs=1e-12)
+    assert f["first_margin"] == pytest.approx(1.0)
+    assert f["min_prob"] == pytest.approx(1.0)
+
+
+def test_without_top_logprobs_the_chosen_token_stands_in() -> None:
+    f = features(TokenLogprobs.from_openai([{"token": "x", "logprob": math.log(0.7), "top_logprobs": []}]))
+    assert f["first_margin"] == pytest.approx(0.7)
+    assert f["mean_entropy"] == pytest.approx(-(0.7 * math.log(0.7) + 0.3 * math.log(0.3)))
+
+
+def test_empty_answer_is_not_trusted() -> None:
+    f = features(TokenLogprobs.from_openai(None))
+    assert f["length"] == 0.0 and f["min_prob"] == 0.0 and f["mean_logprob"] == LOGPROB_FLOOR
+    assert make_router("min_prob", 0.1).decide([]).accept is False
+
+
+def test_zero_probability_tokens_are_clipped_to_a_finite_floor() -> None:
+    content = [{"token": "a", "logprob": -9999.0, "top_logprobs": [{"token": "b", "logprob": float("-inf")}]}]
+    f = features(TokenLogprobs.from_openai(content))
+    assert all(math.isfinite(v) for v in f.values())
+    assert f["mean_logprob"] == LOGPROB_FLOOR
+
+
+def test_feature_matrix_stacks_in_name_order() -> None:
+    answers = [TokenLogprobs.from_openai(CONTENT), TokenLogprobs.from_openai(None)]
+    matrix = feature_matrix(answers)
+    assert matrix.shape == (2, len(FEATURE_NAMES))
+    assert matrix[0, FEATURE_NAMES.index("length")] == 3.0
+    assert matrix[1, FEATURE_NAMES.index("length")] == 0.0
+
+
+def test_legacy_threshold_router_still_decides_on_plain_logprobs() -> None:
+    router = make_router("mean_logprob", 0.5)
+    assert router.decide([math.log(0.9), math.log(0.8)]).accept is True
+    decision = router.decide([math.log(0.2)])
+    assert decision.accept is False and decision.reason == "not_confident"
+    with pytest.raises(ValueError, match="unknown signal"):
+        make_router("nope", 0.5)
