@@ -3,46 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, TEACHER_MODEL, GatewayFactory, Server, free_port, gateway_config, stop, wait_http
-
-DASHBOARDS = sorted((ROOT / "grafana/dashboards").glob("*.json"))
-RATE_WINDOW = "30s"  # stands in for Grafana's $__rate_interval
-# vLLM's own metrics need a real vLLM server: they are checked where one runs (tests/serving).
-VLLM_PREFIX = "vllm:"
-
-
-def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is missing in CI: `make test` installs the Debian package")
-        pytest.skip("prometheus is not installed (Debian package prometheus; `make test` installs it)")
-    return path
-
-
-def gateway_queries() -> list[tuple[str, str]]:
-    queries = []
-    for path in DASHBOARDS:
-        dashboard = json.loads(path.read_text())
-        for panel in dashboard["panels"]:
-            for target in panel["targets"]:
-                if VLLM_PREFIX not in target["expr"]:
-                    queries.append((f"{path.stem}: {panel['title']}", target["expr"]))
-    return queries
+from tests.conftest import TEACHER_MODEL, GatewayFactory, Server, gateway_config
+from tests.monitoring.prom import DASHBOARDS, panel_queries, queries_without_data, running_prometheus
 
 
 @pytest.fixture(scope="module")
@@ -55,31 +26,9 @@ def monitored_gateway(start_gateway: GatewayFactory, fake_student: Server, fake_
 
 @pytest.fixture(scope="module")
 def prometheus(monitored_gateway: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = prometheus_binary()
-    folder = tmp_path_factory.mktemp("prometheus")
-    shutil.copy(ROOT / "deploy/prometheus/alerts.yaml", folder / "alerts.yaml")
     target = monitored_gateway.root.removeprefix("http://")
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["alerts.yaml"],
-        "scrape_configs": [{"job_name": "cascade-gateway", "static_configs": [{"targets": [target]}]}],
-    }
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(folder / "prometheus.log").open("w"),
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/-/ready", proc, timeout_s=60)
-    yield url
-    stop(proc)
+    with running_prometheus({"cascade-gateway": target}, tmp_path_factory.mktemp("prometheus")) as url:
+        yield url
 
 
 def send_traffic(gateway: Server) -> None:
@@ -96,21 +45,12 @@ def send_traffic(gateway: Server) -> None:
     list(client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": "hi"}], stream=True))
 
 
-def query(prometheus: str, expr: str) -> list[dict]:
-    response = httpx.get(prometheus + "/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert response["status"] == "success", response
-    return response["data"]["result"]
-
-
 def test_every_gateway_panel_query_returns_data(prometheus: str, monitored_gateway: Server) -> None:
     end = time.monotonic() + 8  # traffic across several 1 s scrapes, so every rate has two points
     while time.monotonic() < end:
         send_traffic(monitored_gateway)
         time.sleep(0.5)
-    missing = []
-    for title, expr in gateway_queries():
-        if not query(prometheus, expr.replace("$__rate_interval", RATE_WINDOW)):
-            missing.append(f"{title}: {expr}")
+    missing = queries_without_data(prometheus, panel_queries(vllm=False))
     assert not missing, "queries without data:\n" + "\n".join(missing)
 
 

@@ -101,6 +101,7 @@ def start_gateway(servers: Servers, work_dir: Path, **env: str) -> ManagedProces
         **os.environ,
         "CASCADE_LOG_STORE__URL": f"sqlite+aiosqlite:///{work_dir}/cascade.db",
         "CASCADE_LOG_STORE__SPOOL_DIR": str(work_dir / "spool"),
+        "CASCADE_SERVER__STATE_FILE": str(work_dir / "state.json"),
         **env,
     }
     gateway = ManagedProcess("gateway", argv, environ, work_dir / "gateway.log", f"http://127.0.0.1:{port}/healthz")
