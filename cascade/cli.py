@@ -93,11 +93,23 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
         "access_log": False,
         "timeout_graceful_shutdown": settings.server.shutdown_grace_s,
     }
+    from router.artefact import RouterLoadError
+
     if workers == 1:
         from gateway.app import create_app
 
-        uvicorn.run(create_app(settings), **common)
+        try:
+            application = create_app(settings)
+        except RouterLoadError as exc:
+            fail([f"router: {exc}"])
+        uvicorn.run(application, **common)
         return
+    try:  # each worker loads the routers itself; check them once here, so a mistake is one clear line
+        from gateway.routing import Routing
+
+        Routing(settings.router).load()
+    except RouterLoadError as exc:
+        fail([f"router: {exc}"])
     # Workers are new processes: they rebuild the app from the validated settings passed in the environment.
     os.environ["CASCADE_SETTINGS_JSON"] = settings.model_dump_json()
     with tempfile.TemporaryDirectory(prefix="cascade-metrics-") as metrics_dir:

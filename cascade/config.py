@@ -126,6 +126,15 @@ class RouterSettings(_Section):
         description="When an escalation finds the teacher down: degrade (the student's answer, with header "
         "x-cascade-degraded: teacher-unavailable) or fail (503)",
     )
+    scorer: str | None = Field(
+        default=None,
+        description="A saved post-generation router (signal or learned, from `cascade router`); replaces "
+        "signal/threshold. Reloaded by POST /admin/router",
+    )
+    pre_router: str | None = Field(
+        default=None,
+        description="A saved pre-generation router: prompts it scores below its threshold go straight to the teacher",
+    )
 
 
 class ServerSettings(_Section):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from gateway.errors import BadRequest, GatewayError
 from gateway.routes import CascadeDep
-from gateway.state import RuntimeState, StateFile
+from gateway.state import StateFile
+from router.artefact import RouterLoadError
 
 
 class AdminDisabled(GatewayError):
@@ -59,5 +60,23 @@ async def switch_student(switch: StudentSwitch, cascade: CascadeDep, state_file:
         raise BadRequest(f"the student server does not serve {switch.model!r}; load the adapter first", param="model")
     previous = cascade.student.model
     cascade.switch_student(switch.model)
-    state_file.write(RuntimeState(student_model=switch.model))
+    state_file.update(student_model=switch.model)
+    state_file.on_change()
     return {"student_model": switch.model, "previous": previous}
+
+
+class RouterSwap(BaseModel):
+    path: str = Field(min_length=1, description="A router artefact folder (a version, or a root with `current`)")
+    which: Literal["post", "pre"] = Field(default="post", description="post-generation scorer or pre-router")
+
+
+@admin.post("/router")
+async def swap_router(swap: RouterSwap, cascade: CascadeDep, state_file: StateDep) -> dict[str, object]:
+    """Load, validate and warm a router artefact, then swap it in (every worker follows within a second)."""
+    try:
+        source = await cascade.routing.reload(swap.which, swap.path)
+    except (RouterLoadError, OSError, ValueError) as exc:
+        raise BadRequest(f"router not loaded, the current one stays: {exc}", param="path") from None
+    state_file.update(**{"scorer" if swap.which == "post" else "pre_router": swap.path})
+    state_file.on_change()
+    return {"which": swap.which, "router": source, "version": cascade.routing.version}

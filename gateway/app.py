@@ -19,11 +19,11 @@ from gateway.errors import install_error_handlers
 from gateway.limits import Counters, Limiter, MemoryCounters, RedisCounters
 from gateway.metrics import Metrics
 from gateway.routes import api
+from gateway.routing import Routing
 from gateway.state import StateFile
 from gateway.upstream import Upstream
 from logstore import LogWriter
 from logstore.keys import KeyStore
-from router import make_router
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
         await student.start()
         await teacher.start()
         await writer.start()
-        state_file.apply_if_changed()
+        await state_file.apply_if_changed()
         watcher = asyncio.create_task(state_file.watch())
         try:
             yield
@@ -53,7 +53,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     metrics = Metrics(settings.teacher.price)
     metrics.prime([settings.student.model, settings.teacher.model])
-    metrics.set_version("router", f"{settings.router.signal}@{settings.router.threshold}")
     metrics.breakers = {STUDENT: student.breaker, TEACHER: teacher.breaker}
     app.state.metrics = metrics
     writer = LogWriter(settings.log_store)
@@ -63,15 +62,25 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.limiter = limiter = Limiter(counters) if counters is not None else None
     accountant = Accountant(metrics, writer, teacher, settings.log_store.shadow_share, limiter)
     app.state.finish_exchange = accountant.finish
+    routing = Routing(settings.router, on_error=metrics.router_errors.inc)
+    routing.load()
+    metrics.set_version("router", routing.version)
+    metrics.set_version("student", settings.student.model)
+    app.state.routing = routing
     app.state.cascade = Cascade(
         settings.alias,
         student,
         teacher,
-        make_router(settings.router.signal, settings.router.threshold),
+        routing,
         settings.router.top_logprobs,
         settings.router.on_teacher_down,
     )
-    state_file = StateFile(settings.server.state_file, app.state.cascade)
+
+    def on_change() -> None:
+        metrics.set_version("router", routing.version)
+        metrics.set_version("student", student.model)
+
+    state_file = StateFile(settings.server.state_file, app.state.cascade, on_change)
     app.state.state_file = state_file
     install_error_handlers(app)
     app.include_router(api)

@@ -15,9 +15,9 @@ from typing import Any
 from gateway import streaming
 from gateway.errors import BadRequest, ModelNotFound, UpstreamBadResponse, UpstreamError
 from gateway.exchange import Exchange, TierCall
-from gateway.protocol import ChatCompletionRequest, token_logprobs, trim_logprobs
+from gateway.protocol import ChatCompletionRequest, trim_logprobs
+from gateway.routing import Routing
 from gateway.upstream import Upstream
-from router import ThresholdRouter
 
 STUDENT, TEACHER = "student", "teacher"
 
@@ -55,14 +55,14 @@ class Cascade:
         alias: str,
         student: Upstream,
         teacher: Upstream,
-        router: ThresholdRouter,
+        routing: Routing,
         top_k: int,
         on_teacher_down: str = "degrade",
     ) -> None:
         self.alias = alias
         self.student = student
         self.teacher = teacher
-        self.router = router
+        self.routing = routing
         self.top_k = top_k
         self.on_teacher_down = on_teacher_down
         self._pinned = {student.model: student, teacher.model: teacher}
@@ -101,6 +101,11 @@ class Cascade:
                 f"tier); send n = 1, or pin a tier with model {self.student.model!r} or {self.teacher.model!r}",
                 param="n",
             )
+        pre_score = await self.routing.skip_student(data)
+        if pre_score is not None:  # clearly too hard for the student: straight to the teacher
+            exchange.reason = "pre_routed"
+            exchange.signals["pre_score"] = pre_score
+            return await self._call(exchange, self.teacher, request, data, ask)
         student_body = {
             **data,
             "model": self.student.model,
@@ -120,7 +125,8 @@ class Cascade:
             return await self._call(exchange, self.teacher, request, data, ask)
 
         call.take_completion(completion.body, completion.latency_s)
-        decision = self.router.decide(token_logprobs((completion.body["choices"] or [{}])[0]))
+        choice = (completion.body["choices"] or [{}])[0]
+        decision = self.routing.judge(data, (choice.get("logprobs") or {}).get("content"))
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
         exchange.signals["confidence"] = decision.confidence
         if not decision.accept:

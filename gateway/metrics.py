@@ -115,10 +115,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.router_errors = Counter(
+            "cascade_router_errors_total",
+            "Requests a router artefact failed on (the request was escalated)",
+            registry=r,
+        )
         self.log_record_errors = Counter(
             "cascade_log_record_errors_total", "Requests whose log record could not be built", registry=r
         )
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._versions: dict[str, str] = {}
         self.info = Gauge(
             "cascade_version_info",
             "Versions in use (value 1): router and student",
@@ -143,7 +149,12 @@ class Metrics:
             self.fallbacks.labels(tier)
 
     def set_version(self, component: str, version: str) -> None:
-        self.info.clear()
+        previous = self._versions.get(component)
+        if previous == version:
+            return
+        if previous is not None:
+            self.info.remove(component, previous)
+        self._versions[component] = version
         self.info.labels(component, version).set(1)
 
     def observe(self, exchange: Exchange) -> None:

@@ -76,15 +76,6 @@ def parse_chat_request(raw: bytes, max_messages: int) -> tuple[ChatCompletionReq
     return request, data
 
 
-def token_logprobs(choice: dict[str, Any]) -> list[float]:
-    """The per-token logprobs of one choice of an answer (empty when the upstream sent none)."""
-    logprobs = choice.get("logprobs")
-    if not isinstance(logprobs, dict):
-        return []
-    content = logprobs.get("content") or []
-    return [float(token["logprob"]) for token in content if isinstance(token, dict) and "logprob" in token]
-
-
 def trim_logprobs(choice: dict[str, Any], wanted: bool, top_k: int) -> None:
     """Make a choice's logprobs what the client asked for: none, or each token's top ``top_k``."""
     if not wanted:

@@ -8,6 +8,8 @@ from typing import Any
 from gateway.exchange import Exchange, TierCall
 from logstore import LogRecord, TierAnswer, TokenLogprobs
 from logstore.record import DECISION_OF_REASON
+from router import TokenLogprobs as RouterTokens
+from router import features
 
 
 def _answer(call: TierCall | None) -> TierAnswer | None:
@@ -29,6 +31,10 @@ def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogReco
     if exchange.reason is None:
         return None
     request: dict[str, Any] = exchange.request
+    signals = dict(exchange.signals)
+    if exchange.student is not None and exchange.student.logprobs:
+        # Every post-generation signal, for calibration and new scorers (computed here, off the hot path).
+        signals |= features(RouterTokens.from_openai(exchange.student.logprobs))
     answered = exchange.outcome == "ok" or exchange.degraded is not None
     tier = exchange.tier if answered and exchange.tier in ("student", "teacher") else None
     return LogRecord(
@@ -40,7 +46,7 @@ def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogReco
         messages=request.get("messages"),
         params={key: value for key, value in request.items() if key != "messages"},
         caller_key_id=exchange.caller_key_id,
-        signals=dict(exchange.signals),
+        signals=signals,
         student=_answer(exchange.student),
         teacher=_answer(shadow or exchange.teacher),
         cost_usd=exchange.cost_usd,

@@ -1,4 +1,5 @@
-"""Runtime switches shared by every worker: which model name the student tier serves now.
+"""Runtime switches shared by every worker: which model name the student tier serves now, which router
+artefacts are in use.
 
 The admin endpoint writes the state file atomically (a temporary file, then a rename); every worker polls
 its modification time once a second and applies what changed, so a switch reaches all workers within a
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,21 +27,32 @@ POLL_S = 1.0
 @dataclass(slots=True)
 class RuntimeState:
     student_model: str | None = None
+    scorer: str | None = None  # path of the post-generation router artefact
+    pre_router: str | None = None  # path of the pre-generation router artefact
 
 
 class StateFile:
-    def __init__(self, path: str | Path, cascade: Cascade) -> None:
+    def __init__(self, path: str | Path, cascade: Cascade, on_change: Callable[[], None] = lambda: None) -> None:
         self.path = Path(path)
         self.cascade = cascade
+        self.on_change = on_change
         self._mtime: float | None = None
 
-    def write(self, state: RuntimeState) -> None:
+    def read(self) -> RuntimeState:
+        try:
+            return RuntimeState(**orjson.loads(self.path.read_bytes()))
+        except FileNotFoundError:
+            return RuntimeState()
+
+    def update(self, **changes: str) -> None:
+        """Record switches (merged with the others) for every worker, atomically."""
+        state = asdict(self.read()) | changes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(orjson.dumps(asdict(state)))
+        tmp.write_bytes(orjson.dumps(state))
         os.replace(tmp, self.path)
 
-    def apply_if_changed(self) -> None:
+    async def apply_if_changed(self) -> None:
         try:
             mtime = self.path.stat().st_mtime
         except FileNotFoundError:
@@ -48,16 +61,25 @@ class StateFile:
             return
         self._mtime = mtime
         try:
-            state = RuntimeState(**orjson.loads(self.path.read_bytes()))
+            state = self.read()
         except (OSError, orjson.JSONDecodeError, TypeError) as exc:
             log.error("state file %s is unreadable, keeping the current state: %s", self.path.name, exc)
             return
+        routing = self.cascade.routing
         if state.student_model and state.student_model != self.cascade.student.model:
             log.warning("student tier now serves %s", state.student_model)
             self.cascade.switch_student(state.student_model)
+        for which, path, slot in (("post", state.scorer, routing.scorer), ("pre", state.pre_router, routing.pre)):
+            if path and (slot is None or str(slot.source) != path):
+                try:
+                    await routing.reload(which, path)
+                    log.warning("router %s now %s", which, path)
+                except Exception as exc:
+                    log.error("router %s %s cannot be loaded, keeping the current one: %s", which, path, exc)
+        self.on_change()
 
     async def watch(self) -> None:
         while True:
             with contextlib.suppress(Exception):
-                self.apply_if_changed()
+                await self.apply_if_changed()
             await asyncio.sleep(POLL_S)

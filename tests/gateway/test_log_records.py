@@ -90,6 +90,7 @@ def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str], 
     assert accepted.student.logprobs.k == 3  # the router's top_logprobs
     assert accepted.teacher is None
     assert accepted.signals["confidence"] > 0.9
+    assert {"mean_logprob", "prob_q10", "mean_entropy", "first_margin", "length"} <= set(accepted.signals)
 
     escalated = by_id[ids["escalated"]]
     assert (escalated.decision, escalated.reason, escalated.tier) == ("escalate", "not_confident", "teacher")

@@ -1,0 +1,103 @@
+"""The gateway's view of the router: the post-generation decision and the optional pre-generation skip.
+
+By default one confidence signal and a threshold (``router.signal``, ``router.threshold``). A saved router
+artefact (``router.scorer``) replaces them; a pre-generation artefact (``router.pre_router``) sends prompts
+it scores below its threshold straight to the teacher, saving the student's latency. Artefacts sit in
+validating slots: a reload that fails keeps the router in use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cascade.config import RouterSettings
+from router import Decision, ThresholdRouter, TokenLogprobs, make_router
+from router.artefact import RouterLoadError, RouterSlot, load_router
+from router.scorers import RouteInput, decide
+
+log = logging.getLogger("cascade.gateway")
+
+
+def prompt_text(request: dict[str, Any]) -> str:
+    """The text a prompt router reads: the last user message (text parts joined)."""
+    for message in reversed(request.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+class Routing:
+    def __init__(self, settings: RouterSettings, on_error: Callable[[], None] = lambda: None) -> None:
+        self.threshold: ThresholdRouter = make_router(settings.signal, settings.threshold)
+        self.scorer: RouterSlot | None = None
+        self.pre: RouterSlot | None = None
+        self.on_error = on_error  # counts failures in the metrics
+        self._paths = (settings.scorer, settings.pre_router)
+
+    def load(self) -> None:
+        """Load the configured artefacts at start-up; raises RouterLoadError naming what is wrong."""
+        scorer, pre = self._paths
+        if scorer is not None:
+            self.scorer = _slot(scorer, "post")
+        if pre is not None:
+            self.pre = _slot(pre, "pre")
+
+    @property
+    def version(self) -> str:
+        post = str(self.scorer.source) if self.scorer else f"{self.threshold.signal_name}@{self.threshold.threshold}"
+        return post + (f"+pre:{self.pre.source}" if self.pre else "")
+
+    async def skip_student(self, request: dict[str, Any]) -> float | None:
+        """The pre-router's score when it sends the prompt straight to the teacher, else None."""
+        if self.pre is None:
+            return None
+        router = self.pre.router
+        try:
+            score = await asyncio.to_thread(router.score, RouteInput(prompt=prompt_text(request)))
+        except Exception:
+            self.on_error()
+            log.exception("the pre-generation router failed; asking the student")
+            return None
+        return score if score < router.threshold else None
+
+    def judge(self, request: dict[str, Any], content: list[dict[str, Any]] | None) -> Decision:
+        """Accept or escalate the student's answer from its token logprobs."""
+        if self.scorer is None:
+            return self.threshold.decide([float(token["logprob"]) for token in content or ()])
+        sample = RouteInput(prompt=prompt_text(request), answer=TokenLogprobs.from_openai(content))
+        try:
+            return decide(self.scorer.router, sample)
+        except Exception:
+            self.on_error()
+            log.exception("the router artefact failed on a request; escalating it")
+            return Decision(False, 0.0, "not_confident")
+
+    async def reload(self, which: str, path: str) -> str:
+        """Load, validate and warm the artefact at ``path``, then swap it in (atomic for requests)."""
+        slot = await asyncio.to_thread(_slot, path, which)
+        if which == "post":
+            self.scorer = slot
+        else:
+            self.pre = slot
+        return str(slot.source)
+
+
+def _slot(path: str, which: str) -> RouterSlot:
+    if not Path(path).exists():
+        raise RouterLoadError(f"router artefact {path} does not exist (save one with `cascade router ...`)")
+    router = load_router(Path(path))
+    if (which == "pre") != (router.kind == "pre_generation"):
+        expected = "a pre_generation router" if which == "pre" else "a signal or post_hoc router"
+        raise RouterLoadError(f"{path}: is a {router.kind} router; {expected} is expected here")
+    warm_up = getattr(router, "warm_up", None)
+    if warm_up is not None:
+        warm_up()  # loads the prompt embedder now, not on the first request
+    return RouterSlot(router, Path(path))
