@@ -93,7 +93,7 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
         "access_log": False,
         "timeout_graceful_shutdown": settings.server.shutdown_grace_s,
     }
-    from router.artefact import RouterLoadError
+    from router.errors import RouterLoadError
 
     if workers == 1:
         from gateway.app import create_app
@@ -128,7 +128,8 @@ SinceOption = Annotated[datetime | None, typer.Option(help="From this time on (U
 UntilOption = Annotated[datetime | None, typer.Option(help="Before this time (UTC unless an offset is given)")]
 
 
-def _log_url(config: Path | None, url: str | None) -> str:
+def log_store_url(config: Path | None, url: str | None) -> str:
+    """--url, else --config's log_store.url, else the default SQLite file."""
     if url is not None:
         return url
     if config is not None:
@@ -154,7 +155,7 @@ def log_export(
 
     if format not in ("jsonl", "parquet"):
         fail([f"--format must be jsonl or parquet, got {format!r}"])
-    count = asyncio.run(export(_log_url(config, url), since, until, out, format))  # type: ignore[arg-type]
+    count = asyncio.run(export(log_store_url(config, url), since, until, out, format))  # type: ignore[arg-type]
     typer.echo(f"cascade: exported {count} record(s) to {out}", err=True)
 
 
@@ -175,7 +176,7 @@ def log_stats(
     from logstore import stats
     from logstore.reader import token_totals
 
-    log_url = _log_url(config, url)
+    log_url = log_store_url(config, url)
     summary = asyncio.run(stats(log_url, since, until)).to_dict()
     if cost:
         if config is None:
@@ -308,6 +309,44 @@ def up(
         fail([str(exc)])
     else:
         raise typer.Exit(status)
+
+
+distill_app = typer.Typer(no_args_is_help=True, help="Re-distillation: train the student on the teacher's answers.")
+app.add_typer(distill_app, name="distill")
+
+
+@distill_app.command("run")
+def distill_run(
+    config: ConfigOption = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Read the log from this time (default: the last promoted run's end)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar")] = False,
+) -> None:
+    """One cycle: dataset from the log, train, gate, promote if better, report (exit 1 on failure)."""
+    from distill.cycle import DistillError, run_cycle
+
+    settings = settings_or_exit(config)
+    try:
+        result = run_cycle(settings, since, progress=not quiet)
+    except DistillError as exc:
+        typer.echo(f"cascade: distill: failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"cascade: distill: {result.message}")
+
+
+@distill_app.command("rollback")
+def distill_rollback(config: ConfigOption = None) -> None:
+    """Serve the previous student version again (vLLM adapter and gateway switch)."""
+    from distill.cycle import DistillError, rollback
+
+    settings = settings_or_exit(config)
+    try:
+        message = rollback(settings)
+    except DistillError as exc:
+        typer.echo(f"cascade: distill: rollback failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"cascade: distill: {message}")
 
 
 from cascade.commands.keys import keys_app  # noqa: E402 (sub-commands register after the helpers above)

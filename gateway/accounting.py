@@ -19,6 +19,7 @@ from gateway.metrics import Metrics
 from gateway.records import to_log_record
 from gateway.upstream import Upstream
 from logstore import LogWriter
+from router.agreement import Agreement, exact_match
 
 log = logging.getLogger("cascade.gateway")
 MAX_SHADOWS_IN_FLIGHT = 16
@@ -32,8 +33,10 @@ class Accountant:
         teacher: Upstream,
         shadow_share: float,
         limiter: Limiter | None = None,
+        agreement: Agreement = exact_match,
     ) -> None:
         self.metrics = metrics
+        self.agreement = agreement
         self.limiter = limiter
         self.writer = writer
         self.teacher = teacher
@@ -90,7 +93,9 @@ class Accountant:
         try:
             completion = await self.teacher.complete(body)
             call.take_completion(completion.body, completion.latency_s)
-            self.metrics.observe_shadow(call)
+            student_text = exchange.student.text if exchange.student else None
+            agree = self.agreement(student_text or "", call.text or "")
+            self.metrics.observe_shadow(call, agree)
         except Exception as exc:
             call.error = str(exc)
         self._write(exchange, call)

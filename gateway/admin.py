@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from gateway.errors import BadRequest, GatewayError
 from gateway.routes import CascadeDep
 from gateway.state import StateFile
-from router.artefact import RouterLoadError
+from router.errors import RouterLoadError
 
 
 class AdminDisabled(GatewayError):

@@ -24,6 +24,7 @@ from gateway.state import StateFile
 from gateway.upstream import Upstream
 from logstore import LogWriter
 from logstore.keys import KeyStore
+from router.agreement import get_agreement
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -60,7 +61,14 @@ def create_app(settings: Settings) -> FastAPI:
     keys, counters = _auth_services(settings)
     app.state.authenticator = Authenticator(keys, settings.auth.key_cache_s) if keys is not None else None
     app.state.limiter = limiter = Limiter(counters) if counters is not None else None
-    accountant = Accountant(metrics, writer, teacher, settings.log_store.shadow_share, limiter)
+    accountant = Accountant(
+        metrics,
+        writer,
+        teacher,
+        settings.log_store.shadow_share,
+        limiter,
+        get_agreement(settings.log_store.shadow_agreement),
+    )
     app.state.finish_exchange = accountant.finish
     routing = Routing(settings.router, on_error=metrics.router_errors.inc)
     routing.load()

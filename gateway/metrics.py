@@ -94,8 +94,11 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self.shadows = Counter(
-            "cascade_shadow_requests_total", "Accepted requests also sent to the teacher for calibration", registry=r
+        self.shadow_agreement = Counter(
+            "cascade_shadow_agreement_total",
+            "Accepted answers also sent to the teacher (shadow), by whether the two answers agree",
+            ["agree"],
+            registry=r,
         )
         self.log_queue_depth = Gauge(
             "cascade_log_queue_depth",
@@ -143,6 +146,8 @@ class Metrics:
             self.cost.labels(model)
             for kind in ("prompt", "completion"):
                 self.tokens.labels(model, kind)
+        for agree in ("true", "false"):
+            self.shadow_agreement.labels(agree)
         for tier in ("student", "teacher"):
             self.circuit_open.labels(tier).set(0)
             self.upstream_errors.labels(tier)
@@ -183,8 +188,8 @@ class Metrics:
             if exchange.ttft_s is not None:
                 self.ttft.labels(tier).observe(exchange.ttft_s)
 
-    def observe_shadow(self, call: TierCall) -> None:
-        self.shadows.inc()
+    def observe_shadow(self, call: TierCall, agree: bool) -> None:
+        self.shadow_agreement.labels("true" if agree else "false").inc()
         self.tokens.labels(call.model, "prompt").inc(call.prompt_tokens)
         self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
         self.cost.labels(call.model).inc(call.cost_usd)

@@ -12,12 +12,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cascade.config import RouterSettings
 from router import Decision, ThresholdRouter, TokenLogprobs, make_router
-from router.artefact import RouterLoadError, RouterSlot, load_router
-from router.scorers import RouteInput, decide
+from router.errors import RouterLoadError
+
+if TYPE_CHECKING:  # scikit-learn, skops and torch load only when an artefact is configured
+    from router.artefact import RouterSlot
 
 log = logging.getLogger("cascade.gateway")
 
@@ -60,6 +62,8 @@ class Routing:
         if self.pre is None:
             return None
         router = self.pre.router
+        from router.scorers import RouteInput
+
         try:
             score = await asyncio.to_thread(router.score, RouteInput(prompt=prompt_text(request)))
         except Exception:
@@ -72,6 +76,8 @@ class Routing:
         """Accept or escalate the student's answer from its token logprobs."""
         if self.scorer is None:
             return self.threshold.decide([float(token["logprob"]) for token in content or ()])
+        from router.scorers import RouteInput, decide
+
         sample = RouteInput(prompt=prompt_text(request), answer=TokenLogprobs.from_openai(content))
         try:
             return decide(self.scorer.router, sample)
@@ -91,6 +97,8 @@ class Routing:
 
 
 def _slot(path: str, which: str) -> RouterSlot:
+    from router.artefact import RouterSlot, load_router
+
     if not Path(path).exists():
         raise RouterLoadError(f"router artefact {path} does not exist (save one with `cascade router ...`)")
     router = load_router(Path(path))

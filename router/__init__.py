@@ -24,7 +24,7 @@ from router.signals import (
 
 # scikit-learn, scipy and skops load on first use only: `import router` stays cheap for the gateway
 _LAZY = {
-    "RouterLoadError": "router.artefact",
+    "RouterLoadError": "router.errors",
     "RouterSlot": "router.artefact",
     "load_router": "router.artefact",
     "save_router": "router.artefact",

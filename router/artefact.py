@@ -26,6 +26,7 @@ import numpy as np
 import skops.io as sio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router.errors import RouterLoadError
 from router.prompt_stats import PROMPT_FEATURE_NAMES
 from router.scorers import KNOWN_FEATURES, LearnedRouter, Router, SignalRouter
 from router.signals import FEATURE_NAMES
@@ -37,10 +38,6 @@ CURRENT = "current"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 # skops refuses unknown types on load; these are the families a router model is built from
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
-
-
-class RouterLoadError(RuntimeError):
-    """An artefact is missing, malformed or fails validation; the message says which and why."""
 
 
 class Sidecar(BaseModel):

@@ -15,15 +15,10 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML 
 UrlOption = Annotated[str | None, typer.Option("--url", help="Log store URL (overrides --config)")]
 
 
-def _url(config: Path | None, url: str | None) -> str:
-    from cascade.cli import settings_or_exit
-    from cascade.config import LogStoreSettings
+def log_store_url(config: Path | None, url: str | None) -> str:
+    from cascade.cli import log_store_url as resolve
 
-    if url is not None:
-        return url
-    if config is not None:
-        return settings_or_exit(config).log_store.url
-    return LogStoreSettings().url
+    return resolve(config, url)
 
 
 def _run(url: str, work: Any) -> Any:
@@ -60,7 +55,7 @@ def create(
         fail([f"--budget-period must be day or month, got {budget_period!r}"])
     period: Literal["day", "month"] = "month" if budget_period == "month" else "day"
     key, plain = _run(
-        _url(config, url),
+        log_store_url(config, url),
         lambda store: store.create(
             name,
             models=models,
@@ -78,7 +73,7 @@ def create(
 @keys_app.command("list")
 def list_keys(config: ConfigOption = None, url: UrlOption = None) -> None:
     """List keys (ids, names, limits; never secrets)."""
-    keys = _run(_url(config, url), lambda store: store.list())
+    keys = _run(log_store_url(config, url), lambda store: store.list())
     typer.echo(json.dumps([key.public() for key in keys], indent=2))
 
 
@@ -89,6 +84,6 @@ def revoke(
     """Revoke a key (gateways stop accepting it within auth.key_cache_s seconds)."""
     from cascade.cli import fail
 
-    if not _run(_url(config, url), lambda store: store.revoke(key_id)):
+    if not _run(log_store_url(config, url), lambda store: store.revoke(key_id)):
         fail([f"no active key with id {key_id!r}"])
     typer.echo(f"cascade: revoked {key_id}", err=True)

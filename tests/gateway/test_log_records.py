@@ -140,3 +140,29 @@ def test_client_did_not_ask_for_the_logged_teacher_logprobs(logged_gateway: tupl
         )
     )
     assert all(chunk.choices[0].logprobs is None for chunk in chunks if chunk.choices)
+
+
+def test_shadow_share_sends_accepted_requests_to_the_teacher_too(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    config = gateway_config(fake_student.url, fake_teacher.url)
+    config["log_store"] = {
+        "url": url,
+        "spool_dir": str(tmp_path / "spool"),
+        "flush_interval_s": 0.05,
+        "shadow_share": 1.0,
+    }
+    gateway = start_gateway(config)
+    raw = httpx.post(
+        gateway.url + "/chat/completions",
+        timeout=30,
+        json={"model": "cascade", "messages": [{"role": "user", "content": "hello"}]},
+    )
+    assert raw.headers["x-cascade-tier"] == "student"
+    [record] = wait_for_records(url, 1)
+    assert record.shadow and record.decision == "accept" and record.tier == "student"
+    assert record.teacher is not None and record.teacher.text == "Answer from teacher."
+    assert metric_sum(gateway, "cascade_shadow_agreement_total") == 1  # "from student" vs "from teacher": no
+    text = httpx.get(gateway.root + "/metrics").text
+    assert 'cascade_shadow_agreement_total{agree="false"} 1.0' in text

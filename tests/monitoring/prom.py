@@ -82,3 +82,22 @@ def panel_queries(vllm: bool) -> list[tuple[str, str]]:
 
 def queries_without_data(prometheus: str, queries: list[tuple[str, str]]) -> list[str]:
     return [f"{title}: {expr}" for title, expr in queries if not query(prometheus, expr)]
+
+
+@contextmanager
+def running_pushgateway() -> Iterator[str]:
+    """A real Pushgateway (Debian package prometheus-pushgateway) on loopback; yields host:port."""
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("prometheus-pushgateway is missing in CI: `make test` installs the Debian package")
+        pytest.skip("prometheus-pushgateway is not installed (`make test` installs it)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", proc, timeout_s=30)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)

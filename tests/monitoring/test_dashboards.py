@@ -28,7 +28,7 @@ def panel_targets(dashboard: dict) -> list[str]:
 
 
 def test_there_are_dashboards_for_cost_routing_and_latency() -> None:
-    assert {path.stem for path in DASHBOARDS} >= {"cost", "routing", "latency"}
+    assert {path.stem for path in DASHBOARDS} >= {"cost", "routing", "latency", "learning"}
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)

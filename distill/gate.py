@@ -1,0 +1,178 @@
+"""The promotion gate: is the candidate better than the serving student?
+
+Both students answer the held-out set (this window's teacher examples not trained on) and the fixed
+regression set greedily, in-process with transformers (deterministic, no server needed). Each answer is
+judged against its reference with an agreement function of :mod:`router.agreement`, and scored with the
+router's confidence signal from its own token logprobs, which gives the escalation rate the router would
+produce at its current threshold.
+
+Decision: promote only if the candidate is better on the held-out set (agreement higher by more than
+``min_gain``; or the same agreement with a lower escalation rate) and not worse on the regression set by
+more than ``regression_tolerance``. Otherwise the serving student stays, and the reasons say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from distill.dataset import EvalItem, prompt_ids
+from router.signals import SIGNALS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str
+    logprobs: list[float]
+    confidence: float
+    agrees: bool
+
+
+@dataclass(slots=True)
+class EvalMetrics:
+    """How one student did on one set: agreement with the references and the router's escalation rate."""
+
+    n: int
+    agreement: float | None  # None on an empty set
+    escalation_rate: float | None
+    mean_confidence: float | None
+    answers: list[Answer] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key != "answers"}
+
+
+def load_student(base_model: Path, version_path: Path | None, method: str) -> Any:
+    """A student in eval mode: the base model, the base with a LoRA adapter, or a fully tuned model folder."""
+    from transformers import AutoModelForCausalLM
+
+    if version_path is not None and method == "full":
+        return AutoModelForCausalLM.from_pretrained(version_path, dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    if version_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, version_path)
+    return model.eval()
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[tuple[str, list[float]]]:
+    """Greedy answers with the logprob of each generated token (the end token included, as vLLM reports it)."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    out: list[tuple[str, list[float]]] = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [prompt_ids(tokenizer, list(messages)) for messages in prompts[start : start + batch_size]]
+        longest = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(encoded):  # left padding: every prompt ends where generation starts
+            input_ids[row, longest - len(ids) :] = torch.tensor(ids)
+            mask[row, longest - len(ids) :] = 1
+        result = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_logits=True,  # the raw logits: logprobs as the server reports them, before any penalty
+            return_dict_in_generate=True,
+            pad_token_id=pad,
+            eos_token_id=eos,
+        )
+        new_tokens = result.sequences[:, longest:]
+        logprobs = torch.stack([torch.log_softmax(score.float(), dim=-1) for score in result.logits], dim=1)
+        chosen = logprobs.gather(2, new_tokens[:, : logprobs.shape[1], None]).squeeze(2)
+        for row in range(new_tokens.shape[0]):
+            tokens = new_tokens[row].tolist()
+            length = tokens.index(eos) + 1 if eos in tokens else len(tokens)
+            text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True))
+            out.append((text, chosen[row, :length].tolist()))
+    return out
+
+
+def evaluate(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[EvalItem],
+    agree: Callable[[str, str], bool],
+    signal: str,
+    threshold: float,
+    max_new_tokens: int,
+    batch_size: int,
+) -> EvalMetrics:
+    """Answer every item greedily; agreement with its reference; escalation rate at the router's threshold."""
+    if not items:
+        return EvalMetrics(0, None, None, None)
+    score = SIGNALS[signal]
+    generated = generate(model, tokenizer, [item.messages for item in items], max_new_tokens, batch_size)
+    answers = []
+    for item, (text, logprobs) in zip(items, generated, strict=True):
+        answers.append(Answer(text, logprobs, score(logprobs), agree(text, item.reference)))
+    confidences = np.array([answer.confidence for answer in answers])
+    return EvalMetrics(
+        n=len(answers),
+        agreement=float(np.mean([answer.agrees for answer in answers])),
+        escalation_rate=float(np.mean(confidences < threshold)),
+        mean_confidence=float(confidences.mean()),
+        answers=answers,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    promote: bool
+    reasons: list[str]
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def decide(
+    candidate: EvalMetrics,
+    serving: EvalMetrics,
+    candidate_regression: EvalMetrics | None,
+    serving_regression: EvalMetrics | None,
+    min_gain: float,
+    tolerance: float,
+) -> GateDecision:
+    """Promote only if better on held-out and not worse beyond ``tolerance`` on the regression set."""
+    reasons: list[str] = []
+    if candidate.agreement is None or serving.agreement is None:
+        return GateDecision(False, ["no held-out examples: nothing to compare"])
+    held = (
+        f"held-out agreement {_fmt(candidate.agreement)} vs serving {_fmt(serving.agreement)}, escalation "
+        f"{_fmt(candidate.escalation_rate)} vs {_fmt(serving.escalation_rate)} (n={candidate.n})"
+    )
+    assert candidate.escalation_rate is not None and serving.escalation_rate is not None
+    gained = candidate.agreement > serving.agreement + min_gain
+    fewer_escalations = candidate.agreement >= serving.agreement and candidate.escalation_rate < serving.escalation_rate
+    better = gained or fewer_escalations
+    reasons.append(("better: " if better else "not better: ") + held)
+    ok_regression = True
+    if candidate_regression is not None and serving_regression is not None and candidate_regression.n:
+        assert candidate_regression.agreement is not None and serving_regression.agreement is not None
+        ok_regression = candidate_regression.agreement >= serving_regression.agreement - tolerance
+        reasons.append(
+            ("regression ok: " if ok_regression else "regression: ")
+            + f"agreement {_fmt(candidate_regression.agreement)} vs serving {_fmt(serving_regression.agreement)}"
+            + f" (tolerance {tolerance:.3f}, n={candidate_regression.n})"
+        )
+    else:
+        reasons.append("no regression set configured (distill.regression_set)")
+    return GateDecision(better and ok_regression, reasons)

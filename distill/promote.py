@@ -1,0 +1,219 @@
+"""Promotion: the versioned registry of students, the hot swap into vLLM, the gateway switch, rollback.
+
+Registry layout (``distill.registry_dir``, default ``var/registry/student``)::
+
+    v0001/            adapter_config.json, adapter_model.safetensors (LoRA) or a full model folder,
+                      manifest.json (version, model name, base model, run id, metrics, previous version)
+    v0002/
+    current           the serving version's name ("base": the base model, no adapter), replaced atomically
+
+Promoting a LoRA candidate: copy it to the next version folder, load it into the running vLLM student
+(``POST {student}/v1/load_lora_adapter {"lora_name", "lora_path"}``) under the name
+``<student model>-distill-vNNNN``, switch the gateway's student model (``POST {gateway}/admin/student
+{"model": NAME}``) when ``distill.gateway_admin_url`` is set, then move the ``current`` pointer. Rollback
+points the gateway (and ``current``) back to the previous version, loading its adapter again if vLLM has
+forgotten it (e.g. after a restart). A fully fine-tuned student cannot be hot-swapped: it is registered and
+the report says to restart the student server on its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serving.vllm import load_lora_adapter
+
+BASE = "base"
+MANIFEST = "manifest.json"
+
+
+class PromotionError(RuntimeError):
+    """A step of promotion or rollback failed; the message names the step and the server's answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    name: str  # v0003
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def model_name(self) -> str:
+        return str(self.manifest["model_name"])
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest.get("method", "lora"))
+
+    @property
+    def previous(self) -> str | None:
+        value = self.manifest.get("previous")
+        return str(value) if value else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+
+
+class Registry:
+    """Versioned student folders with a ``current`` pointer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).exists())
+
+    def get(self, name: str) -> Version:
+        path = self.root / name
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise PromotionError(f"registry {self.root}: no version {name!r}") from None
+        return Version(name, path, manifest)
+
+    def current(self) -> Version | None:
+        """The serving version, or None when the base model serves."""
+        try:
+            name = (self.root / "current").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return None if name in ("", BASE) else self.get(name)
+
+    def next_name(self) -> str:
+        numbers = [int(name[1:]) for name in self.versions() if name[1:].isdigit()]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    def add(self, source: Path, manifest: dict[str, Any]) -> Version:
+        """Copy ``source`` into the next version folder with its manifest (staged, then renamed)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = self.next_name()
+        staging = self.root / f".{name}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        shutil.copytree(source, staging)
+        manifest = {**manifest, "version": name}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(staging, self.root / name)
+        return Version(name, self.root / name, manifest)
+
+    def set_current(self, name: str | None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.root / "current", (name or BASE) + "\n")
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete the oldest versions beyond ``keep``, never the current one or its previous."""
+        current = self.current()
+        protected = {current.name, current.previous} if current else set()
+        names = self.versions()
+        removed = []
+        for name in names[: max(len(names) - keep, 0)]:
+            if name not in protected:
+                shutil.rmtree(self.root / name)
+                removed.append(name)
+        return removed
+
+
+def served_models(student_url: str, timeout_s: float = 10.0) -> set[str]:
+    """The model names (base and loaded adapters) a vLLM server answers to (``GET /v1/models``)."""
+    try:
+        response = httpx.get(f"{student_url}/models", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise PromotionError(f"student server {student_url} cannot be reached: {exc}") from None
+    if response.status_code != 200:
+        raise PromotionError(f"student server {student_url}/models: HTTP {response.status_code}: {response.text}")
+    return {model["id"] for model in response.json().get("data", [])}
+
+
+def ensure_loaded(student_url: str, version: Version) -> None:
+    """Load the version's adapter into the vLLM student unless it already serves that name."""
+    if version.model_name in served_models(student_url):
+        return
+    try:
+        load_lora_adapter(student_url, version.model_name, version.path.resolve())
+    except (RuntimeError, httpx.HTTPError) as exc:
+        raise PromotionError(f"loading {version.model_name} into the student at {student_url}: {exc}") from None
+
+
+def switch_gateway(admin_url: str, model: str, key: str | None, timeout_s: float = 10.0) -> None:
+    """``POST {admin_url}/admin/student {"model": model}`` (Bearer ``key``): the gateway's student becomes ``model``."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = f"{admin_url.rstrip('/')}/admin/student"
+    try:
+        response = httpx.post(url, json={"model": model}, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise PromotionError(f"switching the gateway's student at {url}: {exc}") from None
+    if response.status_code >= 300:
+        raise PromotionError(f"switching the gateway's student at {url}: HTTP {response.status_code}: {response.text}")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a promotion goes: the vLLM student, and the gateway's admin endpoint if any."""
+
+    student_url: str  # OpenAI base URL ending in /v1
+    base_model_name: str  # the name vLLM serves the base model under
+    hot_swap: bool
+    gateway_admin_url: str | None
+    gateway_admin_key: str | None
+
+
+def promote(
+    registry: Registry, candidate: Path, target: Target, method: str, keep: int, manifest: dict[str, Any]
+) -> Version:
+    """Register the candidate, hot-swap it (LoRA), switch the gateway, then move ``current``."""
+    previous = registry.current()
+    name = registry.next_name()
+    model_name = f"{target.base_model_name}-distill-{name}"
+    version = registry.add(
+        candidate,
+        {
+            **manifest,
+            "model_name": model_name if method == "lora" else target.base_model_name,
+            "method": method,
+            "previous": previous.name if previous else None,
+            "created": datetime.now(UTC).isoformat(),
+        },
+    )
+    try:
+        if method == "lora" and target.hot_swap:
+            ensure_loaded(target.student_url, version)
+            if target.gateway_admin_url:
+                switch_gateway(target.gateway_admin_url, version.model_name, target.gateway_admin_key)
+    except PromotionError:
+        shutil.rmtree(version.path)  # never served: the next attempt registers it again under the same name
+        raise
+    registry.set_current(version.name)
+    registry.prune(keep)
+    return version
+
+
+def rollback(registry: Registry, target: Target) -> tuple[Version, Version | None]:
+    """Serve the previous version again (None: the base model); returns (rolled back, now serving)."""
+    current = registry.current()
+    if current is None:
+        raise PromotionError(f"registry {registry.root}: the base model is serving; there is nothing to roll back")
+    previous = registry.get(current.previous) if current.previous else None
+    if target.hot_swap:
+        name = target.base_model_name
+        if previous is not None and previous.method == "lora":
+            ensure_loaded(target.student_url, previous)
+            name = previous.model_name
+        if target.gateway_admin_url:
+            switch_gateway(target.gateway_admin_url, name, target.gateway_admin_key)
+    registry.set_current(previous.name if previous else None)
+    return current, previous
