@@ -13,7 +13,7 @@ from cascade.config import Settings
 from distill import dataset as ds
 from distill.cycle import DistillError, target_of
 from distill.gate import EvalMetrics, decide, evaluate, load_student
-from distill.promote import PromotionError, Registry, promote
+from distill.promote import PromotionError, Registry, promote, set_gateway_threshold
 from distill.train import TrainResult, train
 from router.agreement import get_agreement
 
@@ -89,7 +89,7 @@ def _evaluate_student(
 
 
 def _recalibrate(settings: Settings, metrics: list[EvalMetrics]) -> dict[str, Any]:
-    """The router threshold for ``distill.target_quality`` on the candidate's answers (reported, not applied)."""
+    """The router threshold for ``distill.target_quality`` on the candidate's answers (applied with the promotion)."""
     import numpy as np
 
     from router.calibration import CalibrationError, calibrate
@@ -109,6 +109,23 @@ def _recalibrate(settings: Settings, metrics: list[EvalMetrics]) -> dict[str, An
         f"student (escalation {result.escalation_rate:.1%}); set router.threshold to apply it",
         "result": result.as_dict(),
     }
+
+
+def _apply_threshold(settings: Settings, outcome: Outcome) -> None:
+    """Send the certified threshold to the gateway with the new student (only when one was certified)."""
+    result = (outcome.calibration or {}).get("result")
+    target = target_of(settings)
+    if result is None or target.gateway_admin_url is None:
+        return
+    try:
+        set_gateway_threshold(target.gateway_admin_url, float(result["threshold"]), target.gateway_admin_key)
+    except PromotionError as exc:  # the new student serves; the old threshold stays, and the report says so
+        outcome.reasons.append(f"recalibrated threshold not applied: {exc}")
+        return
+    assert outcome.calibration is not None
+    outcome.calibration["message"] = outcome.calibration["message"].replace(
+        "; set router.threshold to apply it", "; applied to the gateway"
+    )
 
 
 def gate_and_promote(
@@ -161,6 +178,7 @@ def gate_and_promote(
     except PromotionError as exc:
         raise DistillError(f"the candidate passed the gate but promotion failed: {exc}") from None
     outcome.version, outcome.model_name = version.name, version.model_name
+    _apply_threshold(settings, outcome)
     if d.method == "full":
         outcome.reasons.append(f"full model registered at {version.path}: restart the student server on it")
     shutil.rmtree(candidate, ignore_errors=True)

@@ -149,6 +149,18 @@ def ensure_loaded(student_url: str, version: Version) -> None:
         raise PromotionError(f"loading {version.model_name} into the student at {student_url}: {exc}") from None
 
 
+def set_gateway_threshold(admin_url: str, threshold: float, key: str | None, timeout_s: float = 10.0) -> None:
+    """``POST {admin_url}/admin/threshold {"threshold": t}``: the recalibrated threshold for the new student."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = f"{admin_url.rstrip('/')}/admin/threshold"
+    try:
+        response = httpx.post(url, json={"threshold": threshold}, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise PromotionError(f"setting the gateway's threshold at {url}: {exc}") from None
+    if response.status_code >= 300:
+        raise PromotionError(f"setting the gateway's threshold at {url}: HTTP {response.status_code}: {response.text}")
+
+
 def switch_gateway(admin_url: str, model: str, key: str | None, timeout_s: float = 10.0) -> None:
     """``POST {admin_url}/admin/student {"model": model}`` (Bearer ``key``): the gateway's student becomes ``model``."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}

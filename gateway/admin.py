@@ -80,3 +80,17 @@ async def swap_router(swap: RouterSwap, cascade: CascadeDep, state_file: StateDe
     state_file.update(**{"scorer" if swap.which == "post" else "pre_router": swap.path})
     state_file.on_change()
     return {"which": swap.which, "router": source, "version": cascade.routing.version}
+
+
+class ThresholdChange(BaseModel):
+    threshold: float = Field(ge=0.0, le=1.0, description="Accept the student's answer when confidence >= this")
+
+
+@admin.post("/threshold")
+async def set_threshold(change: ThresholdChange, cascade: CascadeDep, state_file: StateDep) -> dict[str, object]:
+    """A new threshold for the configured confidence signal (every worker follows within a second)."""
+    previous = cascade.routing.threshold.threshold
+    cascade.routing.set_threshold(change.threshold)
+    state_file.update(threshold=change.threshold)
+    state_file.on_change()
+    return {"threshold": change.threshold, "previous": previous, "signal": cascade.routing.threshold.signal_name}

@@ -52,6 +52,10 @@ class Routing:
         if pre is not None:
             self.pre = _slot(pre, "pre")
 
+    def set_threshold(self, threshold: float) -> None:
+        """A new threshold for the configured signal (e.g. recalibrated after a promotion); atomic."""
+        self.threshold = make_router(self.threshold.signal_name, threshold)
+
     @property
     def version(self) -> str:
         post = str(self.scorer.source) if self.scorer else f"{self.threshold.signal_name}@{self.threshold.threshold}"

@@ -29,6 +29,7 @@ class RuntimeState:
     student_model: str | None = None
     scorer: str | None = None  # path of the post-generation router artefact
     pre_router: str | None = None  # path of the pre-generation router artefact
+    threshold: float | None = None  # the configured signal's threshold, recalibrated at runtime
 
 
 class StateFile:
@@ -44,7 +45,7 @@ class StateFile:
         except FileNotFoundError:
             return RuntimeState()
 
-    def update(self, **changes: str) -> None:
+    def update(self, **changes: str | float) -> None:
         """Record switches (merged with the others) for every worker, atomically."""
         state = asdict(self.read()) | changes
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,9 @@ class StateFile:
         if state.student_model and state.student_model != self.cascade.student.model:
             log.warning("student tier now serves %s", state.student_model)
             self.cascade.switch_student(state.student_model)
+        if state.threshold is not None and state.threshold != routing.threshold.threshold:
+            log.warning("router threshold now %s", state.threshold)
+            routing.set_threshold(state.threshold)
         for which, path, slot in (("post", state.scorer, routing.scorer), ("pre", state.pre_router, routing.pre)):
             if path and (slot is None or str(slot.source) != path):
                 try:

@@ -63,3 +63,17 @@ def test_student_switch_reaches_every_worker_and_survives_a_restart(
     restarted = start_gateway(config)  # a new gateway on the same state file starts on the promoted student
     answer = httpx.post(restarted.url + "/chat/completions", json=body, timeout=30).json()
     assert answer["model"] == "student-v2"
+
+
+def test_threshold_can_be_recalibrated_at_runtime(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    gateway = start_gateway(admin_config(fake_student, fake_teacher, tmp_path))
+    body = {"model": "cascade", "messages": [{"role": "user", "content": "hello"}]}  # confidence exp(-0.01)
+    assert httpx.post(gateway.url + "/chat/completions", json=body).headers["x-cascade-tier"] == "student"
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    bad = httpx.post(gateway.root + "/admin/threshold", json={"threshold": 1.5}, headers=headers)
+    assert bad.status_code == 400
+    changed = httpx.post(gateway.root + "/admin/threshold", json={"threshold": 0.995}, headers=headers)
+    assert changed.json() == {"threshold": 0.995, "previous": 0.5, "signal": "mean_logprob"}
+    assert httpx.post(gateway.url + "/chat/completions", json=body).headers["x-cascade-tier"] == "teacher"
