@@ -8,8 +8,10 @@ update replays that chunk again, which the database ignores (inserts are keyed o
 record ends up stored exactly once. A line cut short by a crash mid-append (never acknowledged) is cut
 off when the spool is opened again.
 
-One process owns a spool folder at a time (an exclusive ``flock``, released when the process ends); a
-second writer on the same folder fails at start. The methods block on disk I/O: the writer calls them
+One process owns a spool folder at a time (an exclusive ``flock``, released when the process ends).
+Writers sharing a ``spool_dir`` (the workers of ``cascade serve --workers N``) each take the first free
+slot folder ``slot-0``, ``slot-1``, ... (:func:`open_slot`), so a restarted worker takes over, and replays,
+the slot a dead one left. The methods block on disk I/O: the writer calls them
 through ``asyncio.to_thread``.
 """
 
@@ -28,6 +30,20 @@ from logstore.schema import row_to_spool, spool_to_row
 log = logging.getLogger("cascade.logstore")
 
 
+class SpoolInUse(RuntimeError):
+    """Another live process holds this spool folder."""
+
+
+def open_slot(base: Path, slots: int = 64) -> Spool:
+    """The first spool slot under ``base`` that no other live process holds."""
+    for index in range(slots):
+        try:
+            return Spool(base / f"slot-{index}")
+        except SpoolInUse:
+            continue
+    raise SpoolInUse(f"all {slots} spool slots under {base} are in use; give these writers another spool_dir")
+
+
 class Spool:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -39,9 +55,7 @@ class Spool:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise RuntimeError(
-                f"log store spool {self.path} is in use by another process; give each writer process its own spool_dir"
-            ) from None
+            raise SpoolInUse(f"log store spool {self.path} is in use by another process") from None
         self._cut_torn_tail()
         self._size = self._file.seek(0, os.SEEK_END)
         self.offset = self._read_offset()

@@ -32,7 +32,7 @@ from cascade.config import LogStoreSettings
 from logstore.db import delete_older_than, insert_rows, make_engine, migrate
 from logstore.record import LogRecord, redact
 from logstore.schema import record_to_row
-from logstore.spool import Spool
+from logstore.spool import Spool, open_slot
 
 log = logging.getLogger("cascade.logstore")
 
@@ -121,7 +121,7 @@ class LogWriter:
 
     async def start(self) -> None:
         """Open the spool, migrate the database (if reachable; retried later if not), start the batch task."""
-        self._spool = await asyncio.to_thread(Spool, Path(self.settings.spool_dir))
+        self._spool = await asyncio.to_thread(open_slot, Path(self.settings.spool_dir))
         if self._spool.records:
             log.warning("log store: %d spooled record(s) to replay", self._spool.records)
         self._engine = make_engine(self.settings.url, timeout_s=self.write_timeout_s)

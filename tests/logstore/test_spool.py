@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from logstore.schema import record_to_row
-from logstore.spool import Spool
+from logstore.spool import Spool, open_slot
 from tests.logstore.helpers import make_record
 
 
@@ -55,3 +55,13 @@ def test_a_second_process_cannot_share_a_spool_folder(tmp_path: Path) -> None:
         Spool(tmp_path)
     first.close()
     Spool(tmp_path).close()
+
+
+def test_writers_sharing_a_spool_dir_take_free_slots(tmp_path: Path) -> None:
+    first, second = open_slot(tmp_path), open_slot(tmp_path)
+    assert (first.path.parent.name, second.path.parent.name) == ("slot-0", "slot-1")
+    first.close()
+    again = open_slot(tmp_path)  # a restarted worker takes over the slot a dead one left
+    assert again.path.parent.name == "slot-0"
+    again.close()
+    second.close()

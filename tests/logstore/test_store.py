@@ -254,5 +254,5 @@ def test_a_record_postgresql_refuses_is_set_aside_and_the_rest_are_stored(pg_url
     writer = asyncio.run(scenario())
     assert sorted(asyncio.run(stored_ids(pg_url))) == [f"ok-{i}" for i in range(9)]
     assert (writer.rejected, writer.durable) == (1, 9)
-    rejected = (tmp_path / "spool" / "rejected.jsonl").read_text().splitlines()
+    rejected = (tmp_path / "spool" / "slot-0" / "rejected.jsonl").read_text().splitlines()
     assert [json.loads(line)["row"]["request_id"] for line in rejected] == ["bad"]
