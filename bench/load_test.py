@@ -114,6 +114,9 @@ def main() -> None:
         for fake in fakes:
             stop(fake)
     logged = asyncio.run(logged_ids(log_url))
+    if args.postgres:
+        drop = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", drop], check=False)
     latencies.sort()
     report = {
         "date": time.strftime("%Y-%m-%d"),
