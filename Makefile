@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint typecheck venv model-packages tools clean
+.PHONY: up test lint typecheck venv model-packages tools bench-litellm clean
 
 venv: $(VENV)/.installed
 
@@ -51,6 +51,13 @@ typecheck: venv
 
 test: lint typecheck tools
 	$(BIN)/pytest -q
+
+# LiteLLM proxy in its own venv, for the side-by-side gateway benchmark (bench/gateway_overhead.py).
+bench-litellm: var/litellm-venv/bin/litellm
+
+var/litellm-venv/bin/litellm:
+	$(PY) -m venv var/litellm-venv
+	var/litellm-venv/bin/pip install -q "litellm[proxy]"
 
 clean:
 	rm -rf $(VENV) var
