@@ -211,6 +211,9 @@ class LocalSettings(_Section):
     max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank the student can load at runtime")
     enforce_eager: bool = Field(default=False, description="Skip graph compilation: faster start, slower tokens")
     start_timeout_s: float = Field(default=900, gt=0, description="Seconds each server may take to start")
+    distill_every_h: float | None = Field(
+        default=None, gt=0, description="Run `cascade distill run` every N hours while `cascade up` runs (demo)"
+    )
 
 
 class DistillSettings(_Section):

@@ -23,6 +23,7 @@ from typing import Any
 from cascade.config import LocalSettings, Settings, load_settings
 from serving.models import PairPaths, echo, pair_specs, prepare_pair
 from serving.process import ManagedProcess, ProcessFailed, stop_all, wait_ready
+from serving.schedule import DistillSchedule
 from serving.vllm import VllmOptions, VllmServer
 
 _PROVISIONAL = {"url": "http://127.0.0.1:1/v1"}
@@ -152,6 +153,23 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, old)
 
 
+def distill_schedule(settings: Settings, config: Path | None, progress: Callable[[str], None]) -> DistillSchedule:
+    """`cascade distill run` against this stack's servers (their URLs and names passed as CASCADE_* overrides)."""
+    argv = [sys.executable, "-m", "cascade.cli", "distill", "run", "--quiet"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    env = {
+        **os.environ,
+        "CASCADE_STUDENT__URL": settings.student.url,
+        "CASCADE_STUDENT__MODEL": settings.student.model,
+        "CASCADE_TEACHER__URL": settings.teacher.url,
+        "CASCADE_TEACHER__MODEL": settings.teacher.model,
+    }
+    assert settings.local.distill_every_h is not None
+    log_path = settings.local.var_dir.resolve() / "logs" / "distill.log"
+    return DistillSchedule(settings.local.distill_every_h * 3600, argv, env, log_path, progress)
+
+
 def run_up(config: Path | None, progress: Callable[[str], None] = echo, **local_overrides: Any) -> int:
     """Run the stack until SIGINT/SIGTERM (exit status 0) or until a process fails (1)."""
     settings = up_settings(config, **local_overrides)
@@ -164,6 +182,7 @@ def run_up(config: Path | None, progress: Callable[[str], None] = echo, **local_
         gateway_process(settings, config),
     )
     stop = threading.Event()
+    schedule = distill_schedule(settings, config, progress) if local.distill_every_h else None
     with stop_on_signals(stop):
         try:
             stack.start(local.start_timeout_s, progress, stop)
@@ -171,6 +190,8 @@ def run_up(config: Path | None, progress: Callable[[str], None] = echo, **local_
                 f"ready: http://{settings.server.host}:{settings.server.port}/v1, model {settings.alias!r} "
                 f"(student {paths.student.name}, teacher {paths.teacher.name}); Ctrl-C stops"
             )
+            if schedule is not None:
+                schedule.start()
             stack.watch(stop)
             return 0
         except InterruptedError:
@@ -179,6 +200,8 @@ def run_up(config: Path | None, progress: Callable[[str], None] = echo, **local_
             progress(str(exc))
             return 1
         finally:
+            if schedule is not None:
+                schedule.stop()
             progress("stopping the gateway and both vLLM servers")
             stack.stop()
             progress("stopped")
