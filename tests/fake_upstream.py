@@ -36,6 +36,7 @@ class FakeUpstream:
         self.role = role
         self.received: list[dict[str, Any]] = []
         self.cancelled = 0
+        self.cancelled_at: float | None = None  # time.time() of the last cancellation
         self.seen_prompts: set[str] = set()
 
     def behaviour(self, body: dict[str, Any]) -> str:
@@ -70,7 +71,8 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": data})
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"received": self.received, "cancelled": self.cancelled})
+        stats = {"received": self.received, "cancelled": self.cancelled, "cancelled_at": self.cancelled_at}
+        return web.json_response(stats)
 
     async def serve(self, request: web.Request) -> web.Response:
         self.served.append((await request.json())["model"])
@@ -89,6 +91,7 @@ class FakeUpstream:
             return await self._answer(request, body, behaviour)
         except asyncio.CancelledError:
             self.cancelled += 1
+            self.cancelled_at = time.time()
             raise
 
     async def _answer(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:

@@ -140,7 +140,8 @@ def _stats(server: Server) -> dict:
     return httpx.get(server.root + "/_stats").json()
 
 
-def _disconnect_after(gateway: Server, body: bytes, seconds: float) -> None:
+def _disconnect_after(gateway: Server, body: bytes, seconds: float) -> float:
+    """Send a request, hang up after ``seconds``; returns when the connection was closed (time.time())."""
     port = int(gateway.root.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as sock:
         head = (
@@ -149,6 +150,7 @@ def _disconnect_after(gateway: Server, body: bytes, seconds: float) -> None:
         ).encode()
         sock.sendall(head + body)
         time.sleep(seconds)
+    return time.time()
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -156,9 +158,13 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: Server, fake_te
     before = _stats(fake_teacher)["cancelled"]
     request = {"model": "teacher-model", "messages": [{"role": "user", "content": "teacher=slow"}], "stream": stream}
     body = json.dumps(request).encode()
-    _disconnect_after(gateway, body, 0.5)
+    closed_at = _disconnect_after(gateway, body, 0.5)
     # Well before the gateway's own 2 s read timeout would close the upstream connection.
     deadline = time.monotonic() + 0.8
     while _stats(fake_teacher)["cancelled"] == before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _stats(fake_teacher)["cancelled"] == before + 1
+    stats = _stats(fake_teacher)
+    assert stats["cancelled"] == before + 1
+    lag_ms = (stats["cancelled_at"] - closed_at) * 1000
+    print(f"upstream request cancelled {lag_ms:.1f} ms after the client hung up")
+    assert lag_ms < 100
