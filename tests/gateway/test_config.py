@@ -85,3 +85,8 @@ def test_missing_or_broken_file_is_one_line(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML at line 2"):
         load_settings(write(tmp_path, "student: {url: [\n"))
+
+
+def test_the_example_config_loads() -> None:
+    settings = load_settings(ROOT / "cascade.example.yaml")
+    assert settings.teacher.log_top_logprobs == 20 and settings.student.price.gpu_usd_per_hour == 1.2
