@@ -48,7 +48,6 @@ def get_finish(request: Request) -> Finish:
 
 CascadeDep = Annotated[Cascade, Depends(get_cascade)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-FinishDep = Annotated[Finish, Depends(get_finish)]
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
