@@ -19,7 +19,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +95,13 @@ def run_cycle(
     say: Callable[[str], None] = lambda line: print(f"cascade: distill: {line}", flush=True),
 ) -> CycleResult:
     """Run one cycle under the lock; raise :class:`DistillError` (with the reason) when it cannot complete."""
+    with cycle_lock(settings):
+        return _cycle(settings, _utc(since), _utc(now) or datetime.now(UTC), progress, say)
+
+
+@contextmanager
+def cycle_lock(settings: Settings) -> Iterator[None]:
+    """Two cycles (or a cycle and a rollback) never overlap: a file lock in ``distill.work_dir``."""
     work = settings.distill.work_dir
     work.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(work / "cycle.lock"), timeout=0)
@@ -102,7 +110,7 @@ def run_cycle(
     except Timeout:
         raise DistillError(f"another distillation cycle is running (lock {work / 'cycle.lock'} is held)") from None
     try:
-        return _cycle(settings, _utc(since), _utc(now) or datetime.now(UTC), progress, say)
+        yield
     finally:
         lock.release()
 
@@ -257,18 +265,10 @@ def rollback(settings: Settings) -> str:
     from distill.promote import PromotionError, Registry
     from distill.promote import rollback as registry_rollback
 
-    work = settings.distill.work_dir
-    work.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(work / "cycle.lock"), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise DistillError(f"a distillation cycle is running (lock {work / 'cycle.lock'} is held)") from None
-    try:
-        rolled, now = registry_rollback(Registry(settings.distill.registry_dir), target_of(settings))
-    except PromotionError as exc:
-        raise DistillError(str(exc)) from None
-    finally:
-        lock.release()
+    with cycle_lock(settings):
+        try:
+            rolled, now = registry_rollback(Registry(settings.distill.registry_dir), target_of(settings))
+        except PromotionError as exc:
+            raise DistillError(str(exc)) from None
     serving = f"{now.name} ({now.model_name})" if now else f"the base model ({settings.student.model})"
     return f"rolled back {rolled.name} ({rolled.model_name}); now serving {serving}"

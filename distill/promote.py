@@ -149,28 +149,27 @@ def ensure_loaded(student_url: str, version: Version) -> None:
         raise PromotionError(f"loading {version.model_name} into the student at {student_url}: {exc}") from None
 
 
+def _post_admin(admin_url: str, path: str, body: dict[str, Any], key: str | None, what: str, timeout_s: float) -> None:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = f"{admin_url.rstrip('/')}{path}"
+    try:
+        response = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise PromotionError(f"{what} at {url}: {exc}") from None
+    if response.status_code >= 300:
+        raise PromotionError(f"{what} at {url}: HTTP {response.status_code}: {response.text}")
+
+
 def set_gateway_threshold(admin_url: str, threshold: float, key: str | None, timeout_s: float = 10.0) -> None:
     """``POST {admin_url}/admin/threshold {"threshold": t}``: the recalibrated threshold for the new student."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = f"{admin_url.rstrip('/')}/admin/threshold"
-    try:
-        response = httpx.post(url, json={"threshold": threshold}, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise PromotionError(f"setting the gateway's threshold at {url}: {exc}") from None
-    if response.status_code >= 300:
-        raise PromotionError(f"setting the gateway's threshold at {url}: HTTP {response.status_code}: {response.text}")
+    _post_admin(
+        admin_url, "/admin/threshold", {"threshold": threshold}, key, "setting the gateway's threshold", timeout_s
+    )
 
 
 def switch_gateway(admin_url: str, model: str, key: str | None, timeout_s: float = 10.0) -> None:
     """``POST {admin_url}/admin/student {"model": model}`` (Bearer ``key``): the gateway's student becomes ``model``."""
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    url = f"{admin_url.rstrip('/')}/admin/student"
-    try:
-        response = httpx.post(url, json={"model": model}, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise PromotionError(f"switching the gateway's student at {url}: {exc}") from None
-    if response.status_code >= 300:
-        raise PromotionError(f"switching the gateway's student at {url}: HTTP {response.status_code}: {response.text}")
+    _post_admin(admin_url, "/admin/student", {"model": model}, key, "switching the gateway's student", timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
