@@ -6,11 +6,15 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cascade.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from router.from_log import LogPairs
+    from router.labelled import LabelledPairs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Cascade: the cost-cutting LLM gateway.")
 
@@ -197,7 +201,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @router_app.command("calibrate")
 def router_calibrate(
-    labelled: Annotated[Path, typer.Argument(help="JSONL or CSV of scores with labels (or answer/reference)")],
+    labelled: Annotated[
+        Path | None, typer.Argument(help="JSONL or CSV of scores with labels (or answer/reference); or --from-log")
+    ] = None,
     target_quality: Annotated[float | None, typer.Option(help="Agreement among accepted answers")] = None,
     max_escalation: Annotated[float | None, typer.Option(help="Largest share sent to the teacher")] = None,
     confidence: Annotated[float, typer.Option(help="Probability that the target holds")] = 0.95,
@@ -209,25 +215,91 @@ def router_calibrate(
     answer_column: Annotated[str, typer.Option(help="Student answer field (with --agreement)")] = "student_answer",
     reference_column: Annotated[str, typer.Option(help="Reference field (with --agreement)")] = "reference",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the result JSON here")] = None,
+    from_log: Annotated[
+        bool, typer.Option("--from-log", help="Pairs from the log store: escalations and shadows, student vs teacher")
+    ] = False,
+    config: ConfigOption = None,
+    log_url: Annotated[
+        str | None, typer.Option(help="Log store URL (default: log_store.url of --config, else var/cascade.db)")
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    score: Annotated[
+        str | None, typer.Option(help="With --from-log: the signal to calibrate (default confidence, or a feature)")
+    ] = None,
+    shadow_share: Annotated[
+        float | None, typer.Option(help="With --from-log: the gateway's shadow share; thins escalations to it")
+    ] = None,
 ) -> None:
     """Choose the threshold that meets a quality target (or escalation budget) with stated confidence."""
     import json
 
-    from router.agreement import get_agreement
     from router.calibration import CalibrationError, calibrate
-    from router.labelled import LabelledFileError, read_labelled
 
+    log_only: dict[str, object] = {"--config": config, "--log-url": log_url, "--since": since, "--until": until}
+    log_only |= {"--score": score, "--shadow-share": shadow_share}
+    if (labelled is None) == (not from_log):
+        fail(["give exactly one of a LABELLED file or --from-log"])
+    if labelled is not None and (given := [name for name, value in log_only.items() if value is not None]):
+        fail([f"{', '.join(given)}: for --from-log only"])
+    extra: dict[str, object] = {}
     try:
-        agree = get_agreement(agreement) if agreement else None
-        pairs = read_labelled(labelled, score_column, label_column, agree, answer_column, reference_column)
+        if labelled is not None:
+            pairs: LabelledPairs | LogPairs = _file_pairs(
+                labelled, score_column, label_column, agreement, answer_column, reference_column
+            )
+        else:
+            pairs, extra = _log_pairs(config, log_url, since, until, score, agreement, shadow_share)
         result = calibrate(pairs.scores, pairs.student_ok, target_quality, max_escalation, confidence)
-    except (CalibrationError, LabelledFileError, ValueError) as exc:
+    except (CalibrationError, ValueError) as exc:
         fail([str(exc)])
         raise  # unreachable: fail() exits
-    text = json.dumps(result.as_dict(), indent=2)
+    if isinstance(warning := extra.get("warning"), str):
+        typer.echo(f"cascade: warning: {warning}", err=True)
+    text = json.dumps(result.as_dict() | extra, indent=2)
     if out is not None:
         out.write_text(text + "\n")
     typer.echo(text)
+
+
+def _file_pairs(
+    path: Path, score_column: str, label_column: str, agreement: str | None, answer_column: str, reference_column: str
+) -> LabelledPairs:
+    """The pairs of a labelled file (its LabelledFileError is a ValueError)."""
+    from router.agreement import get_agreement
+    from router.labelled import read_labelled
+
+    agree = get_agreement(agreement) if agreement else None
+    return read_labelled(path, score_column, label_column, agree, answer_column, reference_column)
+
+
+def _log_pairs(
+    config: Path | None,
+    url: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    score: str | None,
+    agreement: str | None,
+    shadow_share: float | None,
+) -> tuple[LogPairs, dict[str, object]]:
+    """The pairs of a log window, and the JSON's "source" (and "warning") fields (router/from_log.py)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from router.agreement import get_agreement
+    from router.from_log import DEFAULT_SCORE, bias_warning, pairs_from_log, source_report
+
+    log_url = log_store_url(config, url)
+    agreement = agreement or (settings_or_exit(config).log_store.shadow_agreement if config else "exact")
+    score = score or DEFAULT_SCORE
+    try:
+        pairs = pairs_from_log(log_url, get_agreement(agreement), since, until, score, shadow_share)
+    except (SQLAlchemyError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"cannot read the log store: {first}") from None
+    extra: dict[str, object] = {"source": source_report(log_url, pairs, since, until, score, agreement, shadow_share)}
+    if (warning := bias_warning(pairs, shadow_share)) is not None:
+        extra["warning"] = warning
+    return pairs, extra
 
 
 @router_app.command("eval")

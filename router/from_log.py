@@ -1,0 +1,215 @@
+"""Labelled (score, student agreed) pairs for calibration, read straight from the escalation log store.
+
+A pair is a routed request (status ``ok``, decision not ``bypass``) whose record holds both the student's
+and the teacher's answer text: an escalation (the student answered, was not trusted, the teacher answered
+too) or a shadow (an accepted answer also sent to the teacher). Its label is ``agreement(student, teacher)``
+and its score a signal of the record, by default ``confidence``, the serving router's score.
+
+**Sampling bias.** The gateway logs every escalation but only a random share S of the accepted requests as
+shadows (``log_store.shadow_share``), so low scores are over-represented among the pairs. Calibrating on
+all of them is conservative for thresholds below the serving one (their accepted set holds too many
+low-score answers, so its estimated quality is too low) and overstates the escalation rate. Given S, the
+escalations are thinned to the same share with a hash of the request id (:func:`kept_share`), independent
+of the gateway's own random draw: every routed request then enters with probability S, the pairs are a
+uniform sample of the traffic and the certificate of :func:`router.calibration.calibrate` is exact.
+Requests that never reached the student (pre-routed, student down) are in no sample: the certificate is
+about the traffic the student answered.
+
+Only :mod:`logstore` is read here (no HTTP stack).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy.engine import make_url
+
+from logstore import LogRecord, iter_records
+from logstore import TokenLogprobs as LoggedTokens
+from logstore.reader import _utc as utc  # the reader's own window normalisation (naive means UTC)
+from router.agreement import Agreement
+from router.signals import FEATURE_NAMES, TokenLogprobs, features
+
+DEFAULT_SCORE = "confidence"
+
+BIAS_WARNING = (
+    "the pairs are every escalation but only the shadow share of the accepted requests: low scores are "
+    "over-represented, so the quality estimate is conservative (pessimistic) for thresholds below the "
+    "serving one and the escalation rate is overstated; pass --shadow-share S (the log_store.shadow_share "
+    "the gateway ran with) for a uniform sample and an exact certificate"
+)
+
+
+class LogPairsError(ValueError):
+    """The log window gives no labelled pairs to calibrate on; the message says what was found."""
+
+
+@dataclass(frozen=True)
+class LogPairCounts:
+    """What reading the window found. ``accepted`` and ``shadow_records`` (accepted requests the gateway
+    also sent to the teacher, whatever the teacher did) give the shadow share actually achieved."""
+
+    records: int = 0
+    pairs: int = 0
+    escalated_pairs: int = 0
+    shadow_pairs: int = 0
+    thinned: int = 0
+    skipped_without_score: int = 0
+    accepted: int = 0
+    shadow_records: int = 0
+
+    @property
+    def observed_shadow_share(self) -> float | None:
+        return self.shadow_records / self.accepted if self.accepted else None
+
+
+@dataclass(frozen=True)
+class LogPairs:
+    scores: np.ndarray
+    student_ok: np.ndarray
+    counts: LogPairCounts
+
+
+def kept_share(request_id: str) -> float:
+    """A stable uniform number in [0, 1) per request id: the first 8 bytes of its SHA-256 / 2**64."""
+    digest = hashlib.sha256(request_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _router_tokens(logged: LoggedTokens) -> TokenLogprobs:
+    """The logged float32, NaN-padded arrays as the router's token logprobs (padding becomes the floor)."""
+    return TokenLogprobs.from_arrays(logged.logprobs, logged.top_logprobs)
+
+
+def record_score(record: LogRecord, score: str) -> float | None:
+    """``record.signals[score]``; for an answer feature missing there, computed from the student's logged
+    token logprobs. None when neither gives a finite number."""
+    value = record.signals.get(score)
+    if value is None and score in FEATURE_NAMES and record.student is not None and record.student.logprobs:
+        value = features(_router_tokens(record.student.logprobs))[score]
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _answer_texts(record: LogRecord) -> tuple[str, str] | None:
+    """(student text, teacher text) of a routed, successful record that holds both; else None."""
+    if record.status != "ok" or record.decision == "bypass":
+        return None
+    if record.student is None or record.teacher is None:
+        return None
+    if record.student.text is None or record.teacher.text is None:
+        return None
+    return record.student.text, record.teacher.text
+
+
+def _check_share(shadow_share: float | None) -> None:
+    if shadow_share is not None and not 0 < shadow_share <= 1:
+        raise ValueError(f"--shadow-share must be in (0, 1], got {shadow_share}")
+
+
+async def read_log_pairs(
+    url: str,
+    agreement: Agreement,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    score: str = DEFAULT_SCORE,
+    shadow_share: float | None = None,
+) -> LogPairs:
+    """The labelled pairs of a log window (see the module docstring); with ``shadow_share`` the escalated
+    pairs are thinned to that share by :func:`kept_share`. Raises :class:`LogPairsError` when none remain."""
+    _check_share(shadow_share)
+    scores: list[float] = []
+    labels: list[bool] = []
+    n = dict.fromkeys(LogPairCounts.__dataclass_fields__, 0)
+    async for record in iter_records(url, since, until):
+        n["records"] += 1
+        if record.decision == "accept" and record.status == "ok":
+            n["accepted"] += 1
+            n["shadow_records"] += record.shadow
+        texts = _answer_texts(record)
+        if texts is None:
+            continue
+        value = record_score(record, score)
+        if value is None:
+            n["skipped_without_score"] += 1
+            continue
+        escalated = not record.shadow
+        if escalated and shadow_share is not None and kept_share(record.request_id) >= shadow_share:
+            n["thinned"] += 1
+            continue
+        n["escalated_pairs" if escalated else "shadow_pairs"] += 1
+        scores.append(value)
+        labels.append(agreement(*texts))
+    counts = LogPairCounts(**{**n, "pairs": len(scores)})
+    if not scores:
+        raise LogPairsError(_no_pairs_message(counts, score))
+    return LogPairs(np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool), counts)
+
+
+def _no_pairs_message(counts: LogPairCounts, score: str) -> str:
+    found = f"{counts.records} record(s) read"
+    if counts.skipped_without_score:
+        found += f", {counts.skipped_without_score} pair(s) without the score {score!r}"
+    if counts.thinned:
+        found += f", {counts.thinned} escalated pair(s) thinned away by --shadow-share"
+    if counts.skipped_without_score:
+        return (
+            f"no pair of the log window has the score {score!r} ({found}): a score is a signal the gateway "
+            "logged, or an answer feature computed from the student's logged token logprobs"
+        )
+    return (
+        f"no labelled pairs in the log window ({found}): a pair needs a routed request with both the "
+        "student's and the teacher's answer text (an escalation or a shadow; a redacted log has none)"
+    )
+
+
+def pairs_from_log(
+    url: str,
+    agreement: Agreement,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    score: str = DEFAULT_SCORE,
+    shadow_share: float | None = None,
+) -> LogPairs:
+    """:func:`read_log_pairs` for synchronous callers (the command line)."""
+    return asyncio.run(read_log_pairs(url, agreement, since, until, score, shadow_share))
+
+
+def source_report(
+    url: str,
+    pairs: LogPairs,
+    since: datetime | None,
+    until: datetime | None,
+    score: str,
+    agreement: str,
+    shadow_share: float | None,
+) -> dict[str, object]:
+    """Where the pairs came from, for the calibration's JSON (the URL's password masked)."""
+    window = {"since": _iso(since), "until": _iso(until)}
+    counts = {**asdict(pairs.counts), "observed_shadow_share": pairs.counts.observed_shadow_share}
+    return {
+        "log_url": make_url(url).render_as_string(hide_password=True),
+        "window": window,
+        "score": score,
+        "agreement": agreement,
+        "shadow_share": shadow_share,
+        "counts": counts,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    moment = utc(value)
+    return moment.isoformat() if moment is not None else None
+
+
+def bias_warning(pairs: LogPairs, shadow_share: float | None) -> str | None:
+    """The sampling-bias warning when escalated pairs were used unthinned (see the module docstring)."""
+    if shadow_share is None and pairs.counts.escalated_pairs:
+        return BIAS_WARNING
+    return None
