@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import random
 import shutil
@@ -34,41 +33,15 @@ from cascade.config import LogStoreSettings, load_settings
 from distill.cycle import run_cycle
 from distill.dataset import prompt_ids
 from distill.gate import load_student
+from evaluation.tasks import BANKING77_INTENTS, banking77_messages, read_banking77
 from logstore import LogRecord, LogWriter, TierAnswer, TokenLogprobs
 from router.agreement import label_match
 from router.signals import mean_logprob_confidence
 from serving.models import pair_specs
 
 ROOT = Path(__file__).resolve().parents[1]
-INTENTS = [
-    "card_arrival",
-    "lost_or_stolen_card",
-    "exchange_rate",
-    "automatic_top_up",
-    "pending_cash_withdrawal",
-    "change_pin",
-    "age_limit",
-    "apple_pay_or_google_pay",
-    "terminate_account",
-    "country_support",
-    "cancel_transfer",
-    "transaction_charged_twice",
-    "request_refund",
-    "get_physical_card",
-    "atm_support",
-]
 DAY1 = datetime(2026, 11, 30, tzinfo=UTC)
 TOP_K = 20
-
-
-def read_split(path: Path, intents: list[str]) -> list[tuple[str, str]]:
-    with path.open(newline="") as handle:
-        return [(row["text"], row["category"]) for row in csv.DictReader(handle) if row["category"] in intents]
-
-
-def messages_for(query: str, intents: list[str]) -> list[dict[str, str]]:
-    system = "Classify the customer's banking message. Reply with exactly one label from: " + ", ".join(intents) + "."
-    return [{"role": "system", "content": system}, {"role": "user", "content": query}]
 
 
 @torch.inference_mode()
@@ -173,18 +146,18 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     torch.manual_seed(0)
-    intents = INTENTS[: args.intents]
+    intents = list(BANKING77_INTENTS[: args.intents])
     data = args.data_dir.resolve() / "banking77"
     rng = random.Random(0)
-    day1 = rng.sample(read_split(data / "train.csv", intents), args.day1)
-    day2 = rng.sample(read_split(data / "test.csv", intents), args.day2)
+    day1 = rng.sample(read_banking77(data / "train.csv", intents), args.day1)
+    day2 = rng.sample(read_banking77(data / "test.csv", intents), args.day2)
     student_spec, teacher_spec = pair_specs(args.pair)
     student_dir, teacher_dir = args.models_dir / student_spec.name, args.models_dir / teacher_spec.name
     from transformers import AutoTokenizer
 
     s_tok, t_tok = AutoTokenizer.from_pretrained(student_dir), AutoTokenizer.from_pretrained(teacher_dir)
-    p1 = [messages_for(q, intents) for q, _ in day1]
-    p2 = [messages_for(q, intents) for q, _ in day2]
+    p1 = [banking77_messages(q, intents) for q, _ in day1]
+    p2 = [banking77_messages(q, intents) for q, _ in day2]
     timings: dict[str, float] = {}
 
     def timed(label: str, fn: Any, *a: Any) -> Any:

@@ -304,7 +304,24 @@ def _log_pairs(
 
 @router_app.command("eval")
 def router_eval(
-    dataset: Annotated[str, typer.Option(help="routellm-mmlu, routellm-gsm8k, or a CSV (prompt, weak_ok, strong_ok)")],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="Offline: routellm-mmlu, routellm-gsm8k, or a CSV (prompt, weak_ok, strong_ok). "
+            "With --live: banking77 or gsm8k"
+        ),
+    ],
+    live: Annotated[bool, typer.Option("--live", help="Run the task through the real student and teacher")] = False,
+    config: ConfigOption = None,
+    limit: Annotated[int | None, typer.Option(help="--live: at most this many items (a seeded sample)")] = None,
+    intents: Annotated[int, typer.Option(help="--live banking77: how many intents to classify among")] = 10,
+    recording: Annotated[
+        Path | None, typer.Option(help="--live: the answers recording (resumed; default var/live/<task>.jsonl)")
+    ] = None,
+    collect_answers: Annotated[
+        bool, typer.Option("--collect/--no-collect", help="--live: ask the tiers for what is not yet recorded")
+    ] = True,
+    concurrency: Annotated[int, typer.Option(help="--live: items in flight at once")] = 4,
     data_dir: Annotated[Path, typer.Option(help="Shared data folder")] = REPO_ROOT / ".." / "shared" / "data",
     out_dir: Annotated[Path, typer.Option(help="Where the JSON and PNG go")] = REPO_ROOT / "bench" / "results",
     encoder: Annotated[str, typer.Option(help="minilm (sentence embedding) or tfidf (no model)")] = "minilm",
@@ -313,8 +330,27 @@ def router_eval(
     folds: Annotated[int, typer.Option(help="Cross-validation folds for choosing the variant")] = 3,
     save_router: Annotated[Path | None, typer.Option(help="Save the trained router as a new version here")] = None,
 ) -> None:
-    """Train the pre-generation router on a split; report APGR/CPT on the held-out part (JSON + PNG)."""
+    """Offline: train the pre-generation router on a split, report APGR/CPT on the held-out part. With
+    --live: answer a labelled task with the configured student and teacher and evaluate every router."""
     import json
+
+    if live:
+        from cascade.commands.live import eval_live
+
+        summary = eval_live(
+            config,
+            dataset,
+            data_dir.resolve(),
+            out_dir,
+            limit=limit,
+            intents=intents,
+            seed=seed,
+            recording=recording,
+            collect_answers=collect_answers,
+            concurrency=concurrency,
+        )
+        typer.echo(json.dumps(summary, indent=2))
+        return
 
     from router.datasets import DatasetError
     from router.evaluate import run_eval

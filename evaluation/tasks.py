@@ -1,0 +1,122 @@
+"""Labelled tasks for live evaluation: each item is a chat prompt with its gold answer.
+
+- ``banking77``: classify a customer's banking message into one of a few intents (the label is the
+  answer; judged with :func:`router.agreement.label_match`). Short answers: cheap on a CPU.
+- ``gsm8k``: grade-school maths, answer ending in ``#### N`` (judged with
+  :func:`router.agreement.final_number_match`). Long answers: minutes per item on a CPU.
+
+Items are the first ``limit`` of the test split shuffled with ``seed``: the same items every time, and a
+larger limit only adds items (a recording made with a smaller one is reused).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from router.agreement import Agreement, final_number_match, label_match
+
+TASK_NAMES: tuple[str, ...] = ("banking77", "gsm8k")
+
+# A fixed, varied subset of Banking77's 77 intents (the first `intents` are used).
+BANKING77_INTENTS: tuple[str, ...] = (
+    "card_arrival",
+    "lost_or_stolen_card",
+    "exchange_rate",
+    "automatic_top_up",
+    "pending_cash_withdrawal",
+    "change_pin",
+    "age_limit",
+    "apple_pay_or_google_pay",
+    "terminate_account",
+    "country_support",
+    "cancel_transfer",
+    "transaction_charged_twice",
+    "request_refund",
+    "get_physical_card",
+    "atm_support",
+)
+
+GSM8K_SYSTEM = (
+    "Solve the maths problem step by step, briefly. End with a line '#### <answer>' holding only the final number."
+)
+
+
+class TaskError(ValueError):
+    """The task cannot be built (unknown name, missing data folder, bad option)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: str
+    messages: list[dict[str, str]]
+    gold: str
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    name: str
+    items: list[Item]
+    max_tokens: int
+    agreement_name: str
+    options: dict[str, Any]
+
+    @property
+    def agreement(self) -> Agreement:
+        return final_number_match if self.agreement_name == "final_number" else label_match
+
+
+def banking77_messages(query: str, intents: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
+    """The classification prompt: a system line listing the allowed labels, then the customer's message."""
+    system = "Classify the customer's banking message. Reply with exactly one label from: " + ", ".join(intents) + "."
+    return [{"role": "system", "content": system}, {"role": "user", "content": query}]
+
+
+def read_banking77(path: Path, intents: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """(text, intent) rows of a Banking77 split, restricted to ``intents``."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [(row["text"], row["category"]) for row in csv.DictReader(handle) if row["category"] in intents]
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise TaskError(f"{path}: no such file; pass --data-dir pointing at the shared data folder")
+    return path
+
+
+def load_task(name: str, data_dir: Path, limit: int | None = None, seed: int = 0, intents: int = 10) -> Task:
+    """The task ``name`` over a seeded sample of at most ``limit`` test items."""
+    if limit is not None and limit < 1:
+        raise TaskError(f"limit must be at least 1, got {limit}")
+    rng = random.Random(seed)
+    if name == "banking77":
+        if not 2 <= intents <= len(BANKING77_INTENTS):
+            raise TaskError(f"intents must be between 2 and {len(BANKING77_INTENTS)}, got {intents}")
+        labels = BANKING77_INTENTS[:intents]
+        rows = read_banking77(_require(data_dir / "banking77" / "test.csv"), labels)
+        rng.shuffle(rows)
+        picked = rows[: limit or len(rows)]
+        items = [
+            Item(f"banking77-{i}", banking77_messages(text, labels), gold) for i, (text, gold) in enumerate(picked)
+        ]
+        return Task(name, items, 12, "label", {"intents": list(labels), "seed": seed})
+    if name == "gsm8k":
+        with _require(data_dir / "gsm8k" / "test.jsonl").open(encoding="utf-8") as handle:
+            problems = [json.loads(line) for line in handle if line.strip()]
+        order = list(range(len(problems)))
+        rng.shuffle(order)
+        chosen = order[: limit or len(order)]
+        items = [
+            Item(
+                f"gsm8k-{i}",
+                [{"role": "system", "content": GSM8K_SYSTEM}, {"role": "user", "content": problems[i]["question"]}],
+                problems[i]["answer"],
+            )
+            for i in chosen
+        ]
+        return Task(name, items, 320, "final_number", {"seed": seed})
+    raise TaskError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")

@@ -1,0 +1,35 @@
+"""`cascade router eval --live` refuses bad input with one clear line before it contacts anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cascade.cli import app
+
+
+def test_an_unknown_task_is_named() -> None:
+    result = CliRunner().invoke(app, ["router", "eval", "--live", "--dataset", "mmlu"])
+    assert result.exit_code == 2 and "unknown task 'mmlu'" in result.output and "Traceback" not in result.output
+
+
+def test_a_missing_recording_for_analysis_only_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "student: {url: 'http://127.0.0.1:9/v1', model: s}\nteacher: {url: 'http://127.0.0.1:9/v1', model: t}\n"
+    )
+    args = [
+        "router",
+        "eval",
+        "--live",
+        "--dataset",
+        "banking77",
+        "--limit",
+        "3",
+        "--no-collect",
+        "--config",
+        str(config),
+    ]
+    result = CliRunner().invoke(app, [*args, "--recording", str(tmp_path / "none.jsonl")])
+    assert result.exit_code == 2 and "none.jsonl: no such recording" in result.output
