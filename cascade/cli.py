@@ -13,6 +13,7 @@ import typer
 from cascade.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from router.calibration import Calibration
     from router.from_log import LogPairs
     from router.labelled import LabelledPairs
 
@@ -251,6 +252,8 @@ def router_calibrate(
         else:
             pairs, extra = _log_pairs(config, log_url, since, until, score, agreement, shadow_share)
         result = calibrate(pairs.scores, pairs.student_ok, target_quality, max_escalation, confidence)
+        if config is not None and labelled is None:
+            extra["expected_cost"] = _expected_cost(settings_or_exit(config), pairs, result)
     except (CalibrationError, ValueError) as exc:
         fail([str(exc)])
         raise  # unreachable: fail() exits
@@ -271,6 +274,16 @@ def _file_pairs(
 
     agree = get_agreement(agreement) if agreement else None
     return read_labelled(path, score_column, label_column, agree, answer_column, reference_column)
+
+
+def _expected_cost(settings: Settings, pairs: LabelledPairs | LogPairs, result: Calibration) -> dict[str, object]:
+    """The calibrated threshold's cost per 1,000 requests at the config's prices (log pairs carry tokens)."""
+    from router.from_log import LogPairs, expected_cost
+
+    assert isinstance(pairs, LogPairs)
+    interval = (result.escalation_interval.low, result.escalation_interval.high)
+    student, teacher = settings.student.price.cost_usd, settings.teacher.price.cost_usd
+    return expected_cost(pairs, result.escalation_rate, interval, student, teacher)
 
 
 def _log_pairs(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -73,6 +74,7 @@ class LogPairs:
     scores: np.ndarray
     student_ok: np.ndarray
     counts: LogPairCounts
+    tokens: np.ndarray  # (n, 4): student prompt, student completion, teacher prompt, teacher completion
 
 
 def kept_share(request_id: str) -> float:
@@ -126,6 +128,7 @@ async def read_log_pairs(
     _check_share(shadow_share)
     scores: list[float] = []
     labels: list[bool] = []
+    tokens: list[tuple[int, int, int, int]] = []
     n = dict.fromkeys(LogPairCounts.__dataclass_fields__, 0)
     async for record in iter_records(url, since, until):
         n["records"] += 1
@@ -146,10 +149,44 @@ async def read_log_pairs(
         n["escalated_pairs" if escalated else "shadow_pairs"] += 1
         scores.append(value)
         labels.append(agreement(*texts))
+        tokens.append(_token_counts(record))
     counts = LogPairCounts(**{**n, "pairs": len(scores)})
     if not scores:
         raise LogPairsError(_no_pairs_message(counts, score))
-    return LogPairs(np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool), counts)
+    return LogPairs(
+        np.asarray(scores, dtype=np.float64),
+        np.asarray(labels, dtype=bool),
+        counts,
+        np.asarray(tokens, dtype=np.int64).reshape(-1, 4),
+    )
+
+
+def _token_counts(record: LogRecord) -> tuple[int, int, int, int]:
+    s, t = record.student, record.teacher
+    return (
+        (s and s.prompt_tokens) or 0,
+        (s and s.completion_tokens) or 0,
+        (t and t.prompt_tokens) or 0,
+        (t and t.completion_tokens) or 0,
+    )
+
+
+Price = Callable[[int, int], float]  # (prompt_tokens, completion_tokens) -> USD
+
+
+def expected_cost(
+    pairs: LogPairs, escalation_rate: float, escalation_interval: tuple[float, float], student: Price, teacher: Price
+) -> dict[str, object]:
+    """Cost per 1,000 requests at a calibrated threshold: every request pays the student, the escalated
+    share also pays the teacher, each at its mean cost over the pairs' logged token counts."""
+    s = float(np.mean([student(int(p), int(c)) for p, c in pairs.tokens[:, :2]]))
+    t = float(np.mean([teacher(int(p), int(c)) for p, c in pairs.tokens[:, 2:]]))
+    low, high = escalation_interval
+    return {
+        "cost_per_1k_usd": 1000 * (s + escalation_rate * t),
+        "cost_per_1k_interval_usd": [1000 * (s + low * t), 1000 * (s + high * t)],
+        "teacher_only_per_1k_usd": 1000 * t,
+    }
 
 
 def _no_pairs_message(counts: LogPairCounts, score: str) -> str:

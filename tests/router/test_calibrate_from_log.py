@@ -46,7 +46,9 @@ def _record(i: int, score: float, agrees: bool, rng: np.random.Generator) -> Log
     """One routed request as the gateway logs it: escalated below the threshold, else accepted (maybe shadowed)."""
     escalated = score < SERVING_THRESHOLD
     shadow = not escalated and rng.uniform() < SHADOW_SHARE
-    teacher = TierAnswer("teacher-model", "Paris") if escalated or shadow else None
+    teacher = (
+        TierAnswer("teacher-model", "Paris", prompt_tokens=100, completion_tokens=20) if escalated or shadow else None
+    )
     return LogRecord(
         request_id=f"req-{i:06d}",
         time=START + timedelta(seconds=i),
@@ -54,7 +56,7 @@ def _record(i: int, score: float, agrees: bool, rng: np.random.Generator) -> Log
         reason="not_confident" if escalated else "confident",
         tier="teacher" if escalated else "student",
         signals={"confidence": score},
-        student=TierAnswer("student-model", "paris." if agrees else "Lyon"),
+        student=TierAnswer("student-model", "paris." if agrees else "Lyon", prompt_tokens=100, completion_tokens=10),
         teacher=teacher,
         shadow=shadow,
     )
@@ -146,8 +148,8 @@ def test_the_config_gives_the_log_url_and_the_agreement(store: Store, tmp_path: 
     config.write_text(
         yaml.safe_dump(
             {
-                "student": {**upstream, "model": "student-model"},
-                "teacher": {**upstream, "model": "teacher-model"},
+                "student": {**upstream, "model": "student-model", "price": price(1.0, 2.0)},
+                "teacher": {**upstream, "model": "teacher-model", "price": price(10.0, 20.0)},
                 "log_store": {"url": store.url, "shadow_agreement": "label"},
             }
         )
@@ -155,9 +157,20 @@ def test_the_config_gives_the_log_url_and_the_agreement(store: Store, tmp_path: 
     args = ["--from-log", "--config", str(config), "--target-quality", "0.9", "--shadow-share", "0.3"]
     code, stdout, stderr = calibrate(*args, "--until", "2026-01-01T01:00:00")
     assert code == 0, stderr
-    source = json.loads(stdout)["source"]
+    result = json.loads(stdout)
+    source = result["source"]
     assert source["agreement"] == "label" and source["counts"]["records"] == 3600
     assert source["window"] == {"since": None, "until": "2026-01-01T01:00:00+00:00"}
+    # every request pays the student (100 + 10 tokens: 0.00012 USD), the escalated share the teacher (0.0014)
+    cost, rate = result["expected_cost"], result["escalation_rate"]
+    assert cost["cost_per_1k_usd"] == pytest.approx(0.12 + 1.4 * rate)
+    assert cost["teacher_only_per_1k_usd"] == pytest.approx(1.4)
+    low, high = cost["cost_per_1k_interval_usd"]
+    assert low <= cost["cost_per_1k_usd"] <= high
+
+
+def price(input_usd_per_mtok: float, output_usd_per_mtok: float) -> dict[str, float]:
+    return {"input_usd_per_mtok": input_usd_per_mtok, "output_usd_per_mtok": output_usd_per_mtok}
 
 
 def test_a_window_without_pairs_fails_with_one_clear_line(store: Store) -> None:
@@ -208,7 +221,7 @@ def test_an_answer_feature_missing_from_the_signals_is_computed_from_the_logged_
 
 
 def test_the_source_masks_the_password() -> None:
-    pairs = LogPairs(np.zeros(1), np.ones(1, dtype=bool), LogPairCounts(records=1, pairs=1))
+    pairs = LogPairs(np.zeros(1), np.ones(1, dtype=bool), LogPairCounts(records=1, pairs=1), np.zeros((1, 4)))
     url = "postgresql+asyncpg://cascade:s3cret@db.internal:5432/logs?schema=prod"
     source = source_report(url, pairs, None, datetime(2026, 2, 1), "confidence", "exact", None)
     assert "s3cret" not in json.dumps(source)
