@@ -335,6 +335,9 @@ def router_eval(
         bool, typer.Option("--collect/--no-collect", help="--live: ask the tiers for what is not yet recorded")
     ] = True,
     concurrency: Annotated[int, typer.Option(help="--live: items in flight at once")] = 4,
+    teacher_from: Annotated[
+        Path | None, typer.Option(help="--live: reuse this recording's teacher answers (a new student, same teacher)")
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="Shared data folder")] = REPO_ROOT / ".." / "shared" / "data",
     out_dir: Annotated[Path, typer.Option(help="Where the JSON and PNG go")] = REPO_ROOT / "bench" / "results",
     encoder: Annotated[str, typer.Option(help="minilm (sentence embedding) or tfidf (no model)")] = "minilm",
@@ -361,6 +364,7 @@ def router_eval(
             recording=recording,
             collect_answers=collect_answers,
             concurrency=concurrency,
+            teacher_from=teacher_from,
         )
         typer.echo(json.dumps(summary, indent=2))
         return

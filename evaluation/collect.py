@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,8 +122,12 @@ async def collect(
     top_logprobs: int = 5,
     timeout_s: float = 600.0,
     progress: Callable[[str], None] | None = None,
+    teacher_answers: Mapping[str, dict[str, Any]] | None = None,
 ) -> int:
-    """Answer every item of ``task`` not yet in ``recording`` with both tiers; return how many were added."""
+    """Answer every item of ``task`` not yet in ``recording`` with both tiers; return how many were added.
+
+    ``teacher_answers`` (see :func:`tier_answers`) stand in for asking the teacher again: a new student is
+    compared with the same greedy teacher on the same prompts without paying for the teacher twice."""
     done = recorded_ids(recording, task)
     todo = [item for item in task.items if item.id not in done]
     recording.parent.mkdir(parents=True, exist_ok=True)
@@ -135,10 +139,13 @@ async def collect(
 
         async def one(item: Item) -> dict[str, Any]:
             async with gate:
-                s, t = await asyncio.gather(
-                    ask(client, student, item, task.max_tokens, top_logprobs),
-                    ask(client, teacher, item, task.max_tokens, top_logprobs),
-                )
+                if teacher_answers is not None and item.id in teacher_answers:
+                    s, t = await ask(client, student, item, task.max_tokens, top_logprobs), teacher_answers[item.id]
+                else:
+                    s, t = await asyncio.gather(
+                        ask(client, student, item, task.max_tokens, top_logprobs),
+                        ask(client, teacher, item, task.max_tokens, top_logprobs),
+                    )
             return {
                 "id": item.id,
                 "task": task.name,
@@ -163,6 +170,13 @@ async def collect(
                 future.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
     return added
+
+
+def tier_answers(path: Path, task: Task, tier: str) -> dict[str, dict[str, Any]]:
+    """One tier's recorded answers to ``task``'s items, by id (checked like a resumed recording)."""
+    recorded_ids(path, task)
+    wanted = {item.id for item in task.items}
+    return {row["id"]: row[tier] for row in read_recording(path) if row["id"] in wanted}
 
 
 def read_recording(path: Path) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.collect import Endpoint, collect, read_recording
+from evaluation.collect import Endpoint, collect, read_recording, tier_answers
 from evaluation.tasks import Task
 from router.live import Price, RouterResult, analyse, live_set
 
@@ -76,15 +76,29 @@ def run_live(
     top_logprobs: int = 5,
     embed: bool = True,
     progress: Callable[[str], None] = print,
+    teacher_from: Path | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """Record what is missing (unless ``collect_answers`` is off), analyse the recording, write the results."""
+    """Record what is missing (unless ``collect_answers`` is off), analyse the recording, write the results
+    as ``router_live_<name or task>``. ``teacher_from``: a recording of the same task whose teacher answers
+    are reused instead of asking the teacher (a new student against the same teacher)."""
     from router.evaluate import plot
 
     started = time.monotonic()
+    if teacher_from is not None and teacher_from.resolve() == recording.resolve():
+        raise ValueError("--teacher-from must name another recording than --recording (the new student's)")
     if collect_answers:
+        reused = tier_answers(teacher_from, task, "teacher") if teacher_from is not None else None
         asyncio.run(
             collect(
-                task, student, teacher, recording, concurrency=concurrency, top_logprobs=top_logprobs, progress=progress
+                task,
+                student,
+                teacher,
+                recording,
+                concurrency=concurrency,
+                top_logprobs=top_logprobs,
+                progress=progress,
+                teacher_answers=reused,
             )
         )
     wanted = {item.id for item in task.items}
@@ -105,6 +119,7 @@ def run_live(
         "student": {"url": student.url, "model": student.model},
         "teacher": {"url": teacher.url, "model": teacher.model},
         "recording": str(recording),
+        "teacher_answers_from": None if teacher_from is None else str(teacher_from),
         "items_requested": len(task.items),
         "agreement": task.agreement_name,
         "top_logprobs": top_logprobs,
@@ -115,7 +130,7 @@ def run_live(
         "seconds": round(time.monotonic() - started, 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"router_live_{task.name}"
+    name = f"router_live_{name or task.name}"
     title = f"{task.name} ({len(rows)} items): {student.model} -> {teacher.model}"
     plot({k: results[k].curve for k in PLOTTED if k in results}, title, out_dir / f"{name}.png")
     plot_cost(results, summary, title, out_dir / f"{name}_cost.png")

@@ -30,6 +30,7 @@ def eval_live(
     recording: Path | None,
     collect_answers: bool,
     concurrency: int,
+    teacher_from: Path | None = None,
 ) -> dict[str, Any]:
     """Record and evaluate; the short summary for the terminal (the whole result is in the JSON file)."""
     from cascade.cli import fail, settings_or_exit
@@ -55,6 +56,7 @@ def eval_live(
             concurrency=concurrency,
             top_logprobs=settings.router.top_logprobs,
             progress=progress,
+            teacher_from=teacher_from,
         )
     except (TaskError, CollectError, ValueError) as exc:
         fail([str(exc)])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.collect import CollectError, Endpoint, collect, read_recording
+from evaluation.collect import CollectError, Endpoint, collect, read_recording, tier_answers
 from evaluation.tasks import Item, Task
 from tests.conftest import STUDENT_MODEL, TEACHER_MODEL, Server
 
@@ -79,3 +79,16 @@ def test_a_recording_made_with_other_task_options_is_refused(
     asyncio.run(collect(task("first wording"), *tiers(fake_student, fake_teacher), path))
     with pytest.raises(CollectError, match="item q0 was recorded with another prompt"):
         asyncio.run(collect(task("second wording"), *tiers(fake_student, fake_teacher), path))
+
+
+def test_recorded_teacher_answers_stand_in_for_asking_the_teacher_again(
+    fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    asyncio.run(collect(task("", ""), *tiers(fake_student, fake_teacher), first))
+    answers = tier_answers(first, task("", ""), "teacher")
+    dead_teacher = Endpoint("teacher", "http://127.0.0.1:9/v1", TEACHER_MODEL)  # never asked
+    student, _ = tiers(fake_student, fake_teacher)
+    assert asyncio.run(collect(task("", ""), student, dead_teacher, second, teacher_answers=answers)) == 2
+    rows = {row["id"]: row for row in read_recording(second)}
+    assert rows["q0"]["teacher"] == answers["q0"] and rows["q0"]["student"]["text"] == "Answer from student."

@@ -33,3 +33,14 @@ def test_a_missing_recording_for_analysis_only_is_named(tmp_path: Path) -> None:
     ]
     result = CliRunner().invoke(app, [*args, "--recording", str(tmp_path / "none.jsonl")])
     assert result.exit_code == 2 and "none.jsonl: no such recording" in result.output
+
+
+def test_teacher_answers_from_the_same_recording_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "student: {url: 'http://127.0.0.1:9/v1', model: s}\nteacher: {url: 'http://127.0.0.1:9/v1', model: t}\n"
+    )
+    rec = str(tmp_path / "rec.jsonl")
+    args = ["router", "eval", "--live", "--dataset", "banking77", "--limit", "3", "--config", str(config)]
+    result = CliRunner().invoke(app, [*args, "--recording", rec, "--teacher-from", rec])
+    assert result.exit_code == 2 and "--teacher-from must name another recording" in result.output
