@@ -21,13 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from router.agreement import Agreement
 from router.metrics import Curve, apgr, cpt, oracle_strong_need, random_curve, routing_curve
 from router.signals import FEATURE_NAMES, TokenLogprobs, feature_matrix, mean_logprob_confidence
+
+if TYPE_CHECKING:
+    from router.scorers import Kind
 
 # signals where a larger value means a less trustworthy answer
 LESS_SURE_WHEN_LARGER = frozenset({"mean_entropy", "length"})
@@ -101,7 +104,7 @@ def signal_need(data: LiveSet, name: str) -> np.ndarray:
 
 
 def _cross_fit(
-    x: np.ndarray, y: np.ndarray, folds: int, seed: int, c: float, kind: str, names: Sequence[str]
+    x: np.ndarray, y: np.ndarray, folds: int, seed: int, c: float, kind: Kind, names: Sequence[str]
 ) -> np.ndarray:
     from sklearn.model_selection import StratifiedKFold
 
@@ -113,7 +116,7 @@ def _cross_fit(
         model = train_router(
             x[train],
             y[train],
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             feature_names=names,
             use_embedding=embedding_dim > 0,
             c=c,
