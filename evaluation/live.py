@@ -41,11 +41,14 @@ def plot_cost(results: dict[str, RouterResult], summary: dict[str, Any], title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    grid = np.linspace(0.0, 1.0, 801)  # dense: a segment between two cuts is not straight on a log axis
     for name in PLOTTED:
         if name in results:
             result = results[name]
-            ax.plot(1000 * result.cost.quality, 100 * result.curve.quality, label=name, linewidth=1.3)
+            cost = [1000 * result.cost.quality_at(share) for share in grid]
+            quality = [100 * result.curve.quality_at(share) for share in grid]
+            ax.plot(cost, quality, label=name, linewidth=1.3)
     ax.scatter([summary["student_only_cost_per_1k_usd"]], [100 * summary["student_quality"]], color="grey", zorder=3)
     ax.annotate("student only", (summary["student_only_cost_per_1k_usd"], 100 * summary["student_quality"]))
     ax.scatter([summary["teacher_only_cost_per_1k_usd"]], [100 * summary["teacher_quality"]], color="red", zorder=3)
@@ -53,9 +56,9 @@ def plot_cost(results: dict[str, RouterResult], summary: dict[str, Any], title: 
     ax.set_xscale("log")
     ax.set_xlabel("cost per 1,000 requests (USD, log scale)")
     ax.set_ylabel("quality (% correct)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -131,7 +134,7 @@ def run_live(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"router_live_{name or task.name}"
-    title = f"{task.name} ({len(rows)} items): {student.model} -> {teacher.model}"
+    title = f"{task.name}, {len(rows)} items: {student.model} / {teacher.model}"
     plot({k: results[k].curve for k in PLOTTED if k in results}, title, out_dir / f"{name}.png")
     plot_cost(results, summary, title, out_dir / f"{name}_cost.png")
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -149,7 +149,7 @@ def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
     ax.axhline(any_curve.strong_quality * 100, color="red", linestyle="--", linewidth=0.8, label="strong only")
     ax.set_xlabel("strong-model calls (%)")
     ax.set_ylabel("quality (% correct)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
