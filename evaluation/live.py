@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -121,8 +122,8 @@ def run_live(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "student": {"url": student.url, "model": student.model},
         "teacher": {"url": teacher.url, "model": teacher.model},
-        "recording": str(recording),
-        "teacher_answers_from": None if teacher_from is None else str(teacher_from),
+        "recording": os.path.relpath(recording),  # relative: results files carry no machine paths
+        "teacher_answers_from": None if teacher_from is None else os.path.relpath(teacher_from),
         "items_requested": len(task.items),
         "agreement": task.agreement_name,
         "top_logprobs": top_logprobs,
