@@ -242,8 +242,10 @@ class DistillSettings(_Section):
     warmup_steps: int = Field(default=5, ge=0, description="Linear learning-rate warm-up steps")
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping")
-    mixed_precision: Literal["bf16", "fp16", "no"] = Field(
-        default="bf16", description="Accelerate autocast: bf16 is about 2x faster on CPUs with AVX512-BF16"
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        default="auto",
+        description="Accelerate autocast. auto: bf16 on a GPU or a CPU with AVX512_BF16/AMX, else no (bf16 "
+        "without them is tens of times slower)",
     )
     max_seq_len: int = Field(default=512, ge=16, description="Longer examples are skipped (counted in the report)")
     seed: int = Field(default=0, ge=0, description="Seeds sampling, splits, initialisation and batches")

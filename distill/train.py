@@ -47,6 +47,23 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return order[offset * batch_size : offset * batch_size + batch_size]
 
 
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU multiplies bf16 matrices natively (AVX512_BF16 or AMX); False where unknown."""
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_mixed_precision(value: str) -> str:
+    """``auto``: bf16 on a CUDA GPU or a CPU with native bf16, else ``no``: emulated bf16 on a CPU made a
+    0.5B student's LoRA step tens of times slower than float32 (no step in 4 minutes against 10 s)."""
+    if value != "auto":
+        return value
+    return "bf16" if torch.cuda.is_available() or cpu_has_bf16() else "no"
+
+
 def fingerprint(settings: DistillSettings, data: Sequence[Encoded], init_adapter: Path | None) -> str:
     """What a checkpoint must match to be resumed: the data and every setting that shapes training."""
     digest = hashlib.sha256()
@@ -114,7 +131,7 @@ def train(
     if not data:
         raise ValueError("no training examples")
     started = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(settings.mixed_precision))
     set_seed(settings.seed)
     model = load_trainable_model(settings, init_adapter)
     model.config.use_cache = False

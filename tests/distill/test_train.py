@@ -67,3 +67,22 @@ def test_full_fine_tuning_saves_a_model_folder(tiny_student: Path, encoded: list
     tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     base = AutoModelForCausalLM.from_pretrained(tiny_student)
     assert any(not (a == b).all() for a, b in zip(tuned.state_dict().values(), base.state_dict().values(), strict=True))
+
+
+def test_auto_mixed_precision_uses_bf16_only_where_the_cpu_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from distill import train as module
+    from distill.train import cpu_has_bf16, resolve_mixed_precision
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("flags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n")
+    without.write_text("flags\t\t: fpu sse2 avx512f avx512_vnni\n")
+    assert cpu_has_bf16(with_bf16) and not cpu_has_bf16(without) and not cpu_has_bf16(tmp_path / "absent")
+    assert resolve_mixed_precision("no") == "no" and resolve_mixed_precision("bf16") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(module, "cpu_has_bf16", lambda native=native: native)
+        assert resolve_mixed_precision("auto") == expected
