@@ -29,6 +29,7 @@ COPY router/ router/
 COPY serving/ serving/
 COPY logstore/ logstore/
 COPY distill/ distill/
+COPY evaluation/ evaluation/
 # The project from this checkout (its version is the source's own).
 # hadolint ignore=DL3013
 RUN pip install ".[distill]" \

@@ -15,6 +15,7 @@ COPY router/ router/
 COPY serving/ serving/
 COPY logstore/ logstore/
 COPY distill/ distill/
+COPY evaluation/ evaluation/
 # A wheel of the project (every package's source) and of its core dependencies only: no extras, so no
 # torch, transformers or vLLM (distill/ imports those lazily; its image installs them).
 RUN pip wheel --wheel-dir /wheels .

@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from cascade.cli import app
 
+DATA = Path(__file__).resolve().parents[1] / "data"  # excerpts of the shared datasets (tests/data/README.md)
+
 
 def test_an_unknown_task_is_named() -> None:
     result = CliRunner().invoke(app, ["router", "eval", "--live", "--dataset", "mmlu"])
@@ -30,6 +32,8 @@ def test_a_missing_recording_for_analysis_only_is_named(tmp_path: Path) -> None:
         "--no-collect",
         "--config",
         str(config),
+        "--data-dir",
+        str(DATA),
     ]
     result = CliRunner().invoke(app, [*args, "--recording", str(tmp_path / "none.jsonl")])
     assert result.exit_code == 2 and "none.jsonl: no such recording" in result.output
@@ -42,5 +46,6 @@ def test_teacher_answers_from_the_same_recording_are_refused(tmp_path: Path) -> 
     )
     rec = str(tmp_path / "rec.jsonl")
     args = ["router", "eval", "--live", "--dataset", "banking77", "--limit", "3", "--config", str(config)]
+    args += ["--data-dir", str(DATA)]
     result = CliRunner().invoke(app, [*args, "--recording", rec, "--teacher-from", rec])
     assert result.exit_code == 2 and "--teacher-from must name another recording" in result.output

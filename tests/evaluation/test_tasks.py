@@ -9,7 +9,7 @@ import pytest
 from evaluation.tasks import BANKING77_INTENTS, TaskError, load_task
 from router.agreement import final_number
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # excerpts of the shared datasets (tests/data/README.md)
 
 
 def test_banking77_is_a_seeded_sample_among_the_chosen_intents() -> None:

@@ -13,7 +13,7 @@ from cascade.cli import app
 from tests.serving.helpers import Servers
 
 pytestmark = pytest.mark.timeout(900)  # may wait for both vLLM servers to start
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"  # excerpts of the shared datasets (tests/data/README.md)
 
 
 def test_live_eval_records_both_tiers_and_reports_every_router(tiny_servers: Servers, tmp_path: Path) -> None:
