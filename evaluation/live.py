@@ -42,6 +42,8 @@ def plot_cost(results: dict[str, RouterResult], summary: dict[str, Any], title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from router.evaluate import save_figure
+
     fig, ax = plt.subplots(figsize=(8, 4.8))
     grid = np.linspace(0.0, 1.0, 801)  # dense: a segment between two cuts is not straight on a log axis
     for name in PLOTTED:
@@ -56,14 +58,7 @@ def plot_cost(results: dict[str, RouterResult], summary: dict[str, Any], title: 
     ax.annotate("teacher only", (summary["teacher_only_cost_per_1k_usd"], 100 * summary["teacher_quality"]))
     ax.set_xscale("log")
     ax.set_xlabel("cost per 1,000 requests (USD, log scale)")
-    ax.set_ylabel("quality (% correct)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, ax, title, path, legend_loc="upper left", legend_size=7)
 
 
 def run_live(

@@ -148,10 +148,17 @@ def plot(curves: dict[str, Curve], title: str, path: Path) -> None:
     ax.axhline(any_curve.weak_quality * 100, color="grey", linestyle="--", linewidth=0.8, label="weak only")
     ax.axhline(any_curve.strong_quality * 100, color="red", linestyle="--", linewidth=0.8, label="strong only")
     ax.set_xlabel("strong-model calls (%)")
+    save_figure(fig, ax, title, path, legend_loc="lower right", legend_size=8)
+
+
+def save_figure(fig: Any, ax: Any, title: str, path: Path, legend_loc: str, legend_size: int) -> None:
+    """Finish a quality plot (y label, title, grid, legend) and write it as a PNG."""
+    import matplotlib.pyplot as plt
+
     ax.set_ylabel("quality (% correct)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=legend_size, loc=legend_loc)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
