@@ -124,7 +124,14 @@ class RouterSettings(_Section):
     on_teacher_down: Literal["degrade", "fail"] = Field(
         default="degrade",
         description="When an escalation finds the teacher down: degrade (the student's answer, with header "
-        "x-cascade-degraded: teacher-unavailable) or fail (503)",
+        "x-cascade-degraded: teacher-unavailable) or fail (503). The teacher is down when it cannot be "
+        "reached, times out, answers 5xx, or refuses the gateway itself (401/403/404/429: its key, quota or model)",
+    )
+    on_adapter_missing: Literal["teacher", "base"] = Field(
+        default="teacher",
+        description="When the student server no longer serves the promoted adapter (e.g. after a restart), until "
+        "the gateway has loaded it again: teacher (the alias escalates everything) or base (the base student "
+        "answers, judged by the router)",
     )
     scorer: str | None = Field(
         default=None,
@@ -145,6 +152,13 @@ class ServerSettings(_Section):
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds to finish in-flight requests")
     admin_key: str | None = Field(
         default=None, min_length=16, description="Bearer key of the /admin endpoints; they are off (404) without it"
+    )
+    health_check_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds between checks of both tiers (readiness metrics; re-loading a promoted adapter a "
+        "restarted student forgot)",
     )
     state_file: str = Field(
         default="var/gateway-state.json",

@@ -46,11 +46,24 @@ StateDep = Annotated[StateFile, Depends(get_state_file)]
 
 class StudentSwitch(BaseModel):
     model: str = Field(min_length=1, description="The model name the student server now serves (e.g. a LoRA adapter)")
+    lora_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="The adapter's folder as the student server sees it: the gateway loads it again from there "
+        "if a restarted student forgets it",
+    )
 
 
 @admin.get("/state")
 async def get_state(cascade: CascadeDep) -> dict[str, object]:
-    return {"student_model": cascade.student.model, "teacher_model": cascade.teacher.model, "alias": cascade.alias}
+    adapter = cascade.health.adapter
+    return {
+        "student_model": cascade.student.model,
+        "teacher_model": cascade.teacher.model,
+        "alias": cascade.alias,
+        "student_adapter": {"name": adapter.name, "path": adapter.path, "missing": adapter.missing},
+    }
 
 
 @admin.post("/student")
@@ -59,8 +72,8 @@ async def switch_student(switch: StudentSwitch, cascade: CascadeDep, state_file:
     if not await cascade.student.serves(switch.model):
         raise BadRequest(f"the student server does not serve {switch.model!r}; load the adapter first", param="model")
     previous = cascade.student.model
-    cascade.switch_student(switch.model)
-    state_file.update(student_model=switch.model)
+    cascade.switch_student(switch.model, switch.lora_path)
+    state_file.update(student_model=switch.model, student_lora_path=switch.lora_path)
     state_file.on_change()
     return {"student_model": switch.model, "previous": previous}
 

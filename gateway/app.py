@@ -16,6 +16,7 @@ from gateway.admin import admin
 from gateway.auth import Authenticator
 from gateway.cascade import STUDENT, TEACHER, Cascade
 from gateway.errors import install_error_handlers
+from gateway.health import Health
 from gateway.limits import Counters, Limiter, MemoryCounters, RedisCounters
 from gateway.metrics import Metrics
 from gateway.routes import api
@@ -37,11 +38,15 @@ def create_app(settings: Settings) -> FastAPI:
         await teacher.start()
         await writer.start()
         await state_file.apply_if_changed()
-        watcher = asyncio.create_task(state_file.watch())
+        watchers = [
+            asyncio.create_task(state_file.watch()),
+            asyncio.create_task(health.watch(settings.server.health_check_s)),
+        ]
         try:
             yield
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
             await accountant.close()  # shadows in flight, then the log queue is drained
             await student.close()
             await teacher.close()
@@ -75,6 +80,14 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.set_version("router", routing.version)
     metrics.set_version("student", settings.student.model)
     app.state.routing = routing
+    health = Health(
+        student,
+        teacher,
+        settings.router.on_adapter_missing,
+        metrics.observe_tiers,
+        lambda outcome: metrics.adapter_reloads.labels(outcome).inc(),
+    )
+    app.state.health = health
     app.state.cascade = Cascade(
         settings.alias,
         student,
@@ -82,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         routing,
         settings.router.top_logprobs,
         settings.router.on_teacher_down,
+        health,
     )
 
     def on_change() -> None:

@@ -4,6 +4,12 @@
 scores the answer with the router and either returns it or escalates to the teacher. ``model: <student>`` or
 ``<teacher>`` pins a tier and passes the request straight through. Everything that happens is written on the
 request's :class:`~gateway.exchange.Exchange`.
+
+When a tier cannot answer (see ``UpstreamError.upstream_fault``: down, timing out, 5xx, or refusing the gateway's
+key, quota or model), the other one does: a failing student sends the alias to the teacher (``student_down``),
+as does a prompt longer than the student's context (``student_context``); a failing teacher on an escalation
+leaves the student's answer, marked degraded (``router.on_teacher_down``). A student that lost its promoted
+adapter (see :mod:`gateway.health`) is answered for per ``router.on_adapter_missing``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ from typing import Any
 from gateway import streaming
 from gateway.errors import BadRequest, ModelNotFound, UpstreamBadResponse, UpstreamError
 from gateway.exchange import Exchange, TierCall
+from gateway.health import Health
 from gateway.protocol import ChatCompletionRequest, trim_logprobs
 from gateway.routing import Routing
-from gateway.upstream import Upstream
+from gateway.upstream import Completion, Upstream
 
 STUDENT, TEACHER = "student", "teacher"
 
@@ -58,6 +65,7 @@ class Cascade:
         routing: Routing,
         top_k: int,
         on_teacher_down: str = "degrade",
+        health: Health | None = None,
     ) -> None:
         self.alias = alias
         self.student = student
@@ -65,13 +73,16 @@ class Cascade:
         self.routing = routing
         self.top_k = top_k
         self.on_teacher_down = on_teacher_down
+        self.health = health or Health(student, teacher, "teacher")
         self._pinned = {student.model: student, teacher.model: teacher}
 
-    def switch_student(self, model: str) -> None:
-        """Serve the student tier under another model name (a promoted LoRA adapter); atomic for requests."""
+    def switch_student(self, model: str, lora_path: str | None = None) -> None:
+        """Serve the student tier under another model name (a promoted LoRA adapter, read by the student server
+        from ``lora_path``, so that it can be loaded again if the server forgets it); atomic for requests."""
         if model in (self.alias, self.teacher.model):
             raise BadRequest(f"{model!r} is already the alias or the teacher's name", param="model")
         self.student.model = model
+        self.health.adapter.switch(model, lora_path)
         self._pinned = {model: self.student, self.teacher.model: self.teacher}
 
     @property
@@ -106,25 +117,9 @@ class Cascade:
             exchange.reason = "pre_routed"
             exchange.signals["pre_score"] = pre_score
             return await self._call(exchange, self.teacher, request, data, ask)
-        student_body = {
-            **data,
-            "model": self.student.model,
-            "stream": False,
-            "logprobs": True,
-            "top_logprobs": max(self.top_k, ask.top_logprobs),
-        }
-        student_body.pop("stream_options", None)
-        call = exchange.student = TierCall(STUDENT, self.student.model, self.student.settings.price)
-        try:
-            completion = await self.student.complete(student_body)
-        except UpstreamError as exc:
-            if isinstance(exc, UpstreamBadResponse) and exc.status < 500:
-                raise  # the request's own fault: the teacher would refuse it too
-            call.error = exc.message
-            exchange.reason = "student_down"
+        completion = await self._ask_student(exchange, data, ask)
+        if completion is None:  # the student cannot answer this request: the teacher does
             return await self._call(exchange, self.teacher, request, data, ask)
-
-        call.take_completion(completion.body, completion.latency_s)
         choice = (completion.body["choices"] or [{}])[0]
         decision = self.routing.judge(data, (choice.get("logprobs") or {}).get("content"))
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
@@ -133,13 +128,47 @@ class Cascade:
             try:
                 return await self._call(exchange, self.teacher, request, data, ask)
             except UpstreamError as exc:
-                if exc.status < 500 or self.on_teacher_down != "degrade":
+                if not exc.upstream_fault or self.on_teacher_down != "degrade":
                     raise
                 assert exchange.teacher is not None
                 exchange.teacher.error = exc.message
                 exchange.degraded = "teacher-unavailable"
         exchange.tier = STUDENT
-        return self._whole(completion.body, self.student, request, ask)
+        assert exchange.student is not None
+        return self._whole(completion.body, exchange.student.model, request, ask)
+
+    async def _ask_student(self, exchange: Exchange, data: dict[str, Any], ask: ClientAsk) -> Completion | None:
+        """The student's whole answer with logprobs, or None (with ``exchange.reason`` set) when it cannot give
+        one: it is down or refuses the gateway, it lost its adapter, or the prompt is too long for it."""
+        adapter, model = self.health.adapter, self.student.model
+        if adapter.missing:
+            if self.health.on_adapter_missing == "teacher":
+                call = exchange.student = TierCall(STUDENT, model, self.student.settings.price)
+                call.error = f"the student server does not serve adapter {model!r} now; it is being re-loaded"
+                exchange.reason = "student_down"
+                return None
+            model = adapter.base_model
+        body = {**data, "model": model, "stream": False, "logprobs": True}
+        body["top_logprobs"] = max(self.top_k, ask.top_logprobs)
+        body.pop("stream_options", None)
+        call = exchange.student = TierCall(STUDENT, model, self.student.settings.price)
+        try:
+            completion = await self.student.complete(body)
+        except UpstreamError as exc:
+            if isinstance(exc, UpstreamBadResponse) and exc.model_missing and model == adapter.name:
+                self.health.adapter_lost()
+                if self.health.on_adapter_missing == "base":
+                    return await self._ask_student(exchange, data, ask)  # asks the base model now
+            call.error = exc.message
+            if isinstance(exc, UpstreamBadResponse) and exc.context_too_long:
+                exchange.reason = "student_context"
+                return None
+            if not exc.upstream_fault:
+                raise  # the request's own fault: the teacher would refuse it too
+            exchange.reason = "student_down"
+            return None
+        call.take_completion(completion.body, completion.latency_s)
+        return completion
 
     async def _call(
         self,
@@ -170,13 +199,13 @@ class Cascade:
             return Answer(stream=streaming.relay(upstream.iter_stream(response), call, ask, exchange.started))
         completion = await upstream.complete(body)
         call.take_completion(completion.body, completion.latency_s)
-        return self._whole(completion.body, upstream, request, ask)
+        return self._whole(completion.body, upstream.model, request, ask)
 
     @staticmethod
-    def _whole(body: dict[str, Any], upstream: Upstream, request: ChatCompletionRequest, ask: ClientAsk) -> Answer:
+    def _whole(body: dict[str, Any], model: str, request: ChatCompletionRequest, ask: ClientAsk) -> Answer:
         for choice in body["choices"]:
             trim_logprobs(choice, ask.logprobs, ask.top_logprobs)
-        body["model"] = upstream.model
+        body["model"] = model
         return Answer(body=body, replay_as_stream=bool(request.stream), include_usage=ask.usage_in_stream)
 
 

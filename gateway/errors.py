@@ -9,7 +9,10 @@ Exceptions raised inside the gateway::
     └── UpstreamError                        (an upstream model server failed)
         ├── UpstreamUnavailable      503     service_unavailable (connection refused, reset, DNS)
         ├── UpstreamTimeout          504     timeout
-        └── UpstreamBadResponse      status of the upstream's 4xx, else 502 upstream_error
+        └── UpstreamBadResponse      the upstream answered an error status:
+                                     429 rate_limit_error (its quota), 401/403/404 -> 502 (the upstream refused
+                                     the gateway's key or lost its model: not the client's fault), other 4xx
+                                     passed on as is (the request's fault), 5xx and garbage -> 502
 
 Anything else becomes a 500 whose message hides the details (they go to the log, never to the client).
 """
@@ -70,6 +73,17 @@ class UpstreamError(GatewayError):
         self.retryable = retryable  # safe to send again: nothing reached the model, or it asked us to retry
         self.retry_after = retry_after
 
+    @property
+    def upstream_fault(self) -> bool:
+        """The upstream failed or refused the gateway itself (down, slow, its key, quota or model), so another
+        tier may answer; False when the request is at fault and every tier would refuse it."""
+        return True
+
+    @property
+    def counts_against_breaker(self) -> bool:
+        """A failure of the upstream server itself (not of one model name it stopped serving)."""
+        return self.upstream_fault
+
 
 class UpstreamUnavailable(UpstreamError):
     status = 503
@@ -91,11 +105,34 @@ class UpstreamBadResponse(UpstreamError):
         self.upstream_status = upstream_status
         if upstream_status == 429:
             self.status, self.type, self.code = 429, "rate_limit_error", "upstream_rate_limited"
+        elif upstream_status in (401, 403):
+            self.code = "upstream_auth_failed"  # the gateway's key for that upstream: a 502, never the client's 401
+        elif upstream_status == 404:
+            self.code = "upstream_model_not_found"
         elif 400 <= upstream_status < 500:
             self.status = upstream_status
             self.type = "invalid_request_error"
-            if "context length" in message or "maximum context" in message:
+            if self.context_too_long:
                 self.param = self.param or "messages"
+
+    @property
+    def upstream_fault(self) -> bool:
+        return self.upstream_status >= 500 or self.upstream_status in (401, 403, 404, 429)
+
+    @property
+    def counts_against_breaker(self) -> bool:
+        return self.upstream_fault and not self.model_missing
+
+    @property
+    def model_missing(self) -> bool:
+        """The server is up but does not serve the model name asked for (e.g. a LoRA adapter it forgot)."""
+        return self.upstream_status == 404
+
+    @property
+    def context_too_long(self) -> bool:
+        """The prompt (plus max_tokens) is longer than this upstream's context: a longer-context tier may answer."""
+        text = self.message.lower()
+        return self.upstream_status == 400 and ("context length" in text or "maximum context" in text)
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:

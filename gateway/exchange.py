@@ -61,7 +61,7 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     created: float = field(default_factory=time.time)
     tier: str | None = None  # the tier whose answer the client got
-    reason: str | None = None  # confident | not_confident | student_down | pinned; None before routing
+    reason: str | None = None  # one of logstore.record.REASONS; None before routing
     caller_key_id: str | None = None
     key: ApiKey | None = None  # set once admitted by the limiter: released when the request ends
     confidence: float | None = None

@@ -9,6 +9,7 @@ configured model names, ``reason`` and ``outcome`` small fixed sets. With severa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -16,6 +17,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from cascade.config import PriceSettings
 from gateway.breaker import CircuitBreaker
 from gateway.exchange import Exchange, TierCall
+from logstore.record import REASONS
+
+# Reasons that send a cascade request on to the teacher.
+ESCALATING = ("not_confident", "student_down", "student_context")
+TIER_STATES = ("ready", "down", "circuit_open", "model_missing", "adapter_missing")
 
 # From a fast answer (10 ms) to a long generation (2 min).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 120)
@@ -36,13 +42,13 @@ class Metrics:
         )
         self.decisions = Counter(
             "cascade_decisions_total",
-            "Requests by routing reason: confident, not_confident, student_down, pinned",
+            "Requests by routing reason: " + ", ".join(REASONS),
             ["reason"],
             registry=r,
         )
         self.escalations = Counter(
             "cascade_escalations_total",
-            "Cascade requests sent on to the teacher, by reason (not_confident, student_down)",
+            "Cascade requests sent on to the teacher, by reason (" + ", ".join(ESCALATING) + ")",
             ["reason"],
             registry=r,
         )
@@ -94,6 +100,32 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.upstream_ready = Gauge(
+            "cascade_upstream_ready",
+            "1 while a tier serves the model the gateway asks of it (checked every server.health_check_s), else 0",
+            ["upstream"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.upstream_state = Gauge(
+            "cascade_upstream_state",
+            "1 for each tier's current state: " + ", ".join(TIER_STATES),
+            ["upstream", "state"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.adapter_missing = Gauge(
+            "cascade_student_adapter_missing",
+            "1 while the student server does not serve the promoted adapter (the alias falls back meanwhile)",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.adapter_reloads = Counter(
+            "cascade_student_adapter_reloads_total",
+            "Re-loads of the promoted adapter into a student server that had forgotten it, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.shadow_agreement = Counter(
             "cascade_shadow_agreement_total",
             "Accepted answers also sent to the teacher (shadow), by whether the two answers agree",
@@ -138,10 +170,13 @@ class Metrics:
 
     def prime(self, models: list[str]) -> None:
         """Create every bounded label set at zero, so rates and dashboards have series before traffic."""
-        for reason in ("confident", "not_confident", "student_down", "pre_routed", "pinned"):
+        for reason in REASONS:
             self.decisions.labels(reason)
-        for reason in ("not_confident", "student_down"):
+        for reason in ESCALATING:
             self.escalations.labels(reason)
+        for outcome in ("ok", "failed", "no_path"):
+            self.adapter_reloads.labels(outcome)
+        self.adapter_missing.set(0)
         for model in models:
             self.cost.labels(model)
             for kind in ("prompt", "completion"):
@@ -168,7 +203,7 @@ class Metrics:
         self.requests.labels(tier, exchange.outcome, str(exchange.status)).inc()
         if exchange.reason is not None:
             self.decisions.labels(exchange.reason).inc()
-        if exchange.tier == "teacher" and exchange.reason in ("not_confident", "student_down"):
+        if exchange.tier == "teacher" and exchange.reason in ESCALATING:
             self.escalations.labels(exchange.reason).inc()
         if exchange.confidence is not None:
             self.confidence.observe(exchange.confidence)
@@ -187,6 +222,13 @@ class Metrics:
             self.latency.labels(tier).observe(exchange.duration_s)
             if exchange.ttft_s is not None:
                 self.ttft.labels(tier).observe(exchange.ttft_s)
+
+    def observe_tiers(self, states: Mapping[str, str], adapter_missing: bool) -> None:
+        for tier, state in states.items():
+            self.upstream_ready.labels(tier).set(1 if state == "ready" else 0)
+            for name in TIER_STATES:
+                self.upstream_state.labels(tier, name).set(1 if name == state else 0)
+        self.adapter_missing.set(1 if adapter_missing else 0)
 
     def observe_shadow(self, call: TierCall, agree: bool) -> None:
         self.shadow_agreement.labels("true" if agree else "false").inc()

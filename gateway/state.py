@@ -27,6 +27,7 @@ POLL_S = 1.0
 @dataclass(slots=True)
 class RuntimeState:
     student_model: str | None = None
+    student_lora_path: str | None = None  # where the student server reads that adapter (to re-load it)
     scorer: str | None = None  # path of the post-generation router artefact
     pre_router: str | None = None  # path of the pre-generation router artefact
     threshold: float | None = None  # the configured signal's threshold, recalibrated at runtime
@@ -45,7 +46,7 @@ class StateFile:
         except FileNotFoundError:
             return RuntimeState()
 
-    def update(self, **changes: str | float) -> None:
+    def update(self, **changes: str | float | None) -> None:
         """Record switches (merged with the others) for every worker, atomically."""
         state = asdict(self.read()) | changes
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ class StateFile:
         routing = self.cascade.routing
         if state.student_model and state.student_model != self.cascade.student.model:
             log.warning("student tier now serves %s", state.student_model)
-            self.cascade.switch_student(state.student_model)
+            self.cascade.switch_student(state.student_model, state.student_lora_path)
         if state.threshold is not None and state.threshold != routing.threshold.threshold:
             log.warning("router threshold now %s", state.threshold)
             routing.set_threshold(state.threshold)

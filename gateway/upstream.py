@@ -140,10 +140,10 @@ class Upstream:
             return result
         except UpstreamError as exc:
             settled = True
-            if exc.status >= 500 or exc.status == 429:
+            if exc.counts_against_breaker:  # down, 5xx, or refusing the gateway's key or quota (401/403/429)
                 self.breaker.failure()
             else:
-                self.breaker.success()  # the upstream answered; the request was at fault
+                self.breaker.success()  # the server answered: the request, or one model name, was at fault
             raise
         finally:
             if not settled:  # cancelled: neither a success nor a failure of the upstream
@@ -224,9 +224,29 @@ class Upstream:
         except (TimeoutError, *_CONNECT_ERRORS, orjson.JSONDecodeError, AttributeError):
             return None
 
+    async def load_lora_adapter(self, name: str, path: str) -> None:
+        """Ask a vLLM server (started with runtime LoRA loading) to serve the adapter at ``path`` as ``name``.
+
+        An adapter it already serves under that name counts as loaded; any other refusal raises.
+        """
+        url = self.settings.url + "/load_lora_adapter"
+        body = orjson.dumps({"lora_name": name, "lora_path": path})
+        try:
+            async with self.session.post(
+                url, data=body, headers=self._headers, timeout=aiohttp.ClientTimeout(total=120)
+            ) as response:
+                if response.status == 200:
+                    return
+                text = (await response.read()).decode(errors="replace")
+        except (TimeoutError, *_CONNECT_ERRORS) as exc:
+            raise self._fail(exc) from exc
+        if "already been loaded" in text:
+            return
+        raise UpstreamBadResponse(
+            f"the {self.name} model server refused to load adapter {name!r}: HTTP {response.status}: {text[:300]}",
+            upstream=self.name,
+            upstream_status=response.status,
+        )
+
     async def serves(self, model: str) -> bool:
         return model in (await self.served_models() or [])
-
-    async def ready(self) -> bool:
-        """True when the breaker is not open and the upstream serves the configured model."""
-        return self.breaker.state != "open" and await self.serves(self.model)

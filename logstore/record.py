@@ -18,11 +18,11 @@ import numpy as np
 
 Token = str | int
 Decision = Literal["accept", "escalate", "bypass"]
-Reason = Literal["confident", "not_confident", "pre_routed", "student_down", "pinned"]
+Reason = Literal["confident", "not_confident", "pre_routed", "student_down", "student_context", "pinned"]
 Tier = Literal["student", "teacher"]
 
 DECISIONS: tuple[str, ...] = ("accept", "escalate", "bypass")
-REASONS: tuple[str, ...] = ("confident", "not_confident", "pre_routed", "student_down", "pinned")
+REASONS: tuple[str, ...] = ("confident", "not_confident", "pre_routed", "student_down", "student_context", "pinned")
 TIERS: tuple[str, ...] = ("student", "teacher")
 # What the router did, by reason: the teacher answered for all but a confident student or a pinned model.
 DECISION_OF_REASON: dict[str, str] = {
@@ -30,6 +30,7 @@ DECISION_OF_REASON: dict[str, str] = {
     "not_confident": "escalate",
     "pre_routed": "escalate",
     "student_down": "escalate",
+    "student_context": "escalate",  # the prompt was longer than the student's context
     "pinned": "bypass",
 }
 

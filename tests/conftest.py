@@ -60,27 +60,26 @@ class Server:
         return self.url.removesuffix("/v1")
 
 
-def _start_fake(model: str, role: str) -> Server:
+def start_fake(model: str, role: str, api_key: str | None = None) -> Server:
+    """A fake upstream (tests/fake_upstream.py) on a free port; stop it with ``stop(server.proc)``."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--model", model, "--role", role],
-        cwd=ROOT,
-    )
+    argv = [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), "--model", model, "--role", role]
+    proc = subprocess.Popen([*argv, *(["--api-key", api_key] if api_key else [])], cwd=ROOT)
     server = Server(f"http://127.0.0.1:{port}/v1", proc)
-    wait_http(server.url + "/models", proc)
+    wait_http(server.root + "/_stats", proc)
     return server
 
 
 @pytest.fixture(scope="session")
 def fake_student() -> Iterator[Server]:
-    server = _start_fake(STUDENT_MODEL, "student")
+    server = start_fake(STUDENT_MODEL, "student")
     yield server
     stop(server.proc)
 
 
 @pytest.fixture(scope="session")
 def fake_teacher() -> Iterator[Server]:
-    server = _start_fake(TEACHER_MODEL, "teacher")
+    server = start_fake(TEACHER_MODEL, "teacher")
     yield server
     stop(server.proc)
 

@@ -5,13 +5,18 @@ The last user message scripts each tier: ``student=unsure teacher=die`` (role = 
 
 Behaviours: ``confident`` (default; token logprob -0.01), ``unsure`` (token logprob -3.0), ``fail`` (HTTP 500),
 ``busy`` (HTTP 503), ``flaky`` (HTTP 503 with retry-after 0 on the first try of each prompt, then an answer),
-``limited`` (HTTP 429 with retry-after 1), ``reject`` (HTTP 400), ``slow`` (answers after 5 s), ``die`` (streams
+``limited`` (HTTP 429 with retry-after 1), ``reject`` (HTTP 400: the prompt is longer than the context),
+``unauthorized`` (HTTP 401, an expired key), ``forbidden`` (HTTP 403), ``slow`` (answers after 5 s), ``die`` (streams
 two tokens, then drops the connection; a non-streamed request gets its connection dropped), ``garbage`` (a 200
 that is not JSON).
 
 Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
 ``GET /_stats`` returns the requests it received and how many were cancelled by their client;
-``POST /_serve {"model": NAME}`` makes it serve one more model name (as vLLM does for a loaded LoRA adapter).
+``POST /_serve {"model": NAME}`` makes it serve one more model name (as vLLM does for a loaded LoRA adapter);
+``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` does the same as vLLM's endpoint (400 for a name it
+serves already, 404 for a path that does not exist); ``POST /_forget`` forgets every adapter (as a restarted
+vLLM does). With ``--api-key KEY`` every ``/v1`` route wants ``Authorization: Bearer KEY`` (401 otherwise),
+as vLLM's ``--api-key`` does.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import asyncio
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -78,6 +84,22 @@ class FakeUpstream:
         self.served.append((await request.json())["model"])
         return web.json_response({})
 
+    async def load_lora_adapter(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if name in self.served:
+            return web.json_response(
+                {"error": {"message": f"The lora adapter '{name}' has already been loaded."}}, status=400
+            )
+        if not path or not Path(path).exists():
+            return web.json_response({"error": {"message": f"No adapter found at {path}"}}, status=404)
+        self.served.append(name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def forget(self, request: web.Request) -> web.Response:
+        self.served = [self.model]
+        return web.json_response({})
+
     async def reset(self, request: web.Request) -> web.Response:
         self.received.clear()
         self.cancelled = 0
@@ -111,6 +133,9 @@ class FakeUpstream:
         if behaviour == "limited":
             error = {"error": {"message": "rate limited", "type": "rate_limit_error"}}
             return web.json_response(error, status=429, headers={"retry-after": "1"})
+        if behaviour in ("unauthorized", "forbidden"):
+            status = 401 if behaviour == "unauthorized" else 403
+            return web.json_response({"error": {"message": "invalid api key", "type": "auth_error"}}, status=status)
         if behaviour == "reject":
             error = {"message": "This model's maximum context length is 10 tokens", "type": "BadRequestError"}
             return web.json_response({"error": error}, status=400)
@@ -179,11 +204,21 @@ class FakeUpstream:
         return response
 
 
-def make_app(model: str, role: str) -> web.Application:
+def make_app(model: str, role: str, api_key: str | None = None) -> web.Application:
     fake = FakeUpstream(model, role)
-    app = web.Application()
+
+    @web.middleware
+    async def require_key(request: web.Request, handler: Any) -> web.StreamResponse:
+        if api_key and request.path.startswith("/v1") and request.headers.get("authorization") != f"Bearer {api_key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = web.Application(middlewares=[require_key])
     app.router.add_get("/v1/models", fake.models)
     app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_post("/v1/load_lora_adapter", fake.load_lora_adapter)
+    app.router.add_post("/_forget", fake.forget)
     app.router.add_get("/_stats", fake.stats)
     app.router.add_post("/_reset", fake.reset)
     app.router.add_post("/_serve", fake.serve)
@@ -195,9 +230,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--role", choices=["student", "teacher"], required=True)
+    parser.add_argument("--api-key", default=None, help="Require this bearer key on /v1 routes")
     args = parser.parse_args()
     web.run_app(
-        make_app(args.model, args.role),
+        make_app(args.model, args.role, args.api_key),
         host="127.0.0.1",
         port=args.port,
         print=None,

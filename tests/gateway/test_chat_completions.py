@@ -112,4 +112,4 @@ def test_health_and_readiness(gateway: Server) -> None:
     assert httpx.get(gateway.root + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gateway.root + "/readyz")
     assert ready.status_code == 200
-    assert ready.json()["upstreams"] == {"student": True, "teacher": True}
+    assert ready.json()["upstreams"] == {"student": "ready", "teacher": "ready"}

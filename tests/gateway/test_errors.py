@@ -82,9 +82,12 @@ def test_unknown_route_is_404_in_openai_shape(gateway: Server) -> None:
     assert_openai_error(httpx.get(gateway.url + "/nothing-here"), 404)
 
 
-def test_upstream_rejection_is_passed_on_as_400(gateway: Server) -> None:
-    response = post(gateway, json={"model": "cascade", "messages": ask("student=reject")})
-    error = assert_openai_error(response, 400)
+@pytest.mark.parametrize(
+    ("model", "script"), [("student-model", "student=reject"), ("cascade", "student=reject teacher=reject")]
+)
+def test_upstream_rejection_is_passed_on_as_400(gateway: Server, model: str, script: str) -> None:
+    response = post(gateway, json={"model": model, "messages": ask(script)})
+    error = assert_openai_error(response, 400, "messages")
     assert "maximum context length" in error["message"]
 
 
@@ -111,11 +114,12 @@ def test_student_down_falls_back_to_teacher(start_gateway: GatewayFactory, fake_
     assert raw.parse().choices[0].message.content == "Answer from teacher."
     metrics = httpx.get(gateway.root + "/metrics").text
     assert 'cascade_escalations_total{reason="student_down"} 1.0' in metrics
-    # Pinned to the dead tier: 503, and readiness says which upstream is missing.
+    # Pinned to the dead tier: 503; the alias can still be answered, so the gateway stays ready and says which
+    # upstream is down.
     response = post(gateway, json={"model": "student-model", "messages": ask("hi")})
     assert_openai_error(response, 503)
     ready = httpx.get(gateway.root + "/readyz")
-    assert ready.status_code == 503 and ready.json()["upstreams"] == {"student": False, "teacher": True}
+    assert ready.status_code == 200 and ready.json()["upstreams"] == {"student": "down", "teacher": "ready"}
 
 
 def test_teacher_dying_mid_stream_ends_with_error_event_and_done(gateway: Server) -> None:

@@ -69,14 +69,14 @@ def test_circuit_breaker_opens_fails_fast_and_shows_in_readiness(
     response = post(gateway, json=chat("cascade", "student=fail"))
     assert response.status_code == 200 and response.headers["x-cascade-tier"] == "teacher"
     assert received(fake_student) == before  # open: the student was not even called
-    assert httpx.get(gateway.root + "/readyz").json()["upstreams"]["student"] is False
+    assert httpx.get(gateway.root + "/readyz").json()["upstreams"]["student"] == "circuit_open"
     metrics = httpx.get(gateway.root + "/metrics").text
     assert 'cascade_upstream_circuit_open{upstream="student"} 1.0' in metrics
     time.sleep(1.1)  # half-open: one probe goes out and, succeeding, closes the breaker
     response = post(gateway, json=chat("cascade", "hello"))
     assert response.headers["x-cascade-tier"] == "student"
     assert received(fake_student) == before + 1
-    assert httpx.get(gateway.root + "/readyz").json()["upstreams"]["student"] is True
+    assert httpx.get(gateway.root + "/readyz").json()["upstreams"]["student"] == "ready"
 
 
 def test_both_tiers_down_is_503_fast(start_gateway: GatewayFactory) -> None:
