@@ -172,7 +172,7 @@ def main() -> None:
     try:
         if stack is not None:
             wait_ready(f"{gateway}/readyz", stack)
-            load_lora_adapter(settings.student.url, name, adapter.resolve())
+            load_lora_adapter(settings.student.url, name, adapter.resolve(), api_key=settings.student.api_key)
         after = run_live(
             task,
             Endpoint("student", settings.student.url, name),

@@ -83,6 +83,7 @@ def target_of(settings: Settings) -> Any:
         hot_swap=d.hot_swap,
         gateway_admin_url=d.gateway_admin_url,
         gateway_admin_key=d.gateway_admin_key or settings.server.admin_key,
+        student_api_key=settings.student.api_key,
     )
 
 

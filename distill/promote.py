@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from serving.vllm import load_lora_adapter
+from serving.vllm import bearer, load_lora_adapter
 
 BASE = "base"
 MANIFEST = "manifest.json"
@@ -128,10 +128,10 @@ class Registry:
         return removed
 
 
-def served_models(student_url: str, timeout_s: float = 10.0) -> set[str]:
+def served_models(student_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> set[str]:
     """The model names (base and loaded adapters) a vLLM server answers to (``GET /v1/models``)."""
     try:
-        response = httpx.get(f"{student_url}/models", timeout=timeout_s)
+        response = httpx.get(f"{student_url}/models", headers=bearer(api_key), timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise PromotionError(f"student server {student_url} cannot be reached: {exc}") from None
     if response.status_code != 200:
@@ -139,12 +139,12 @@ def served_models(student_url: str, timeout_s: float = 10.0) -> set[str]:
     return {model["id"] for model in response.json().get("data", [])}
 
 
-def ensure_loaded(student_url: str, version: Version) -> None:
+def ensure_loaded(student_url: str, version: Version, api_key: str | None = None) -> None:
     """Load the version's adapter into the vLLM student unless it already serves that name."""
-    if version.model_name in served_models(student_url):
+    if version.model_name in served_models(student_url, api_key):
         return
     try:
-        load_lora_adapter(student_url, version.model_name, version.path.resolve())
+        load_lora_adapter(student_url, version.model_name, version.path.resolve(), api_key=api_key)
     except (RuntimeError, httpx.HTTPError) as exc:
         raise PromotionError(f"loading {version.model_name} into the student at {student_url}: {exc}") from None
 
@@ -167,9 +167,15 @@ def set_gateway_threshold(admin_url: str, threshold: float, key: str | None, tim
     )
 
 
-def switch_gateway(admin_url: str, model: str, key: str | None, timeout_s: float = 10.0) -> None:
-    """``POST {admin_url}/admin/student {"model": model}`` (Bearer ``key``): the gateway's student becomes ``model``."""
-    _post_admin(admin_url, "/admin/student", {"model": model}, key, "switching the gateway's student", timeout_s)
+def switch_gateway(
+    admin_url: str, model: str, key: str | None, lora_path: Path | None = None, timeout_s: float = 10.0
+) -> None:
+    """``POST {admin_url}/admin/student {"model", "lora_path"}`` (Bearer ``key``): the gateway's student becomes
+    ``model``; with the adapter's path, the gateway loads it again into a student server that forgot it."""
+    body: dict[str, Any] = {"model": model}
+    if lora_path is not None:
+        body["lora_path"] = str(lora_path)
+    _post_admin(admin_url, "/admin/student", body, key, "switching the gateway's student", timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,7 @@ class Target:
     hot_swap: bool
     gateway_admin_url: str | None
     gateway_admin_key: str | None
+    student_api_key: str | None = None  # the student server's key (vLLM --api-key), sent as a Bearer token
 
 
 def promote(
@@ -202,9 +209,11 @@ def promote(
     )
     try:
         if method == "lora" and target.hot_swap:
-            ensure_loaded(target.student_url, version)
+            ensure_loaded(target.student_url, version, target.student_api_key)
             if target.gateway_admin_url:
-                switch_gateway(target.gateway_admin_url, version.model_name, target.gateway_admin_key)
+                switch_gateway(
+                    target.gateway_admin_url, version.model_name, target.gateway_admin_key, version.path.resolve()
+                )
     except PromotionError:
         shutil.rmtree(version.path)  # never served: the next attempt registers it again under the same name
         raise
@@ -220,11 +229,11 @@ def rollback(registry: Registry, target: Target) -> tuple[Version, Version | Non
         raise PromotionError(f"registry {registry.root}: the base model is serving; there is nothing to roll back")
     previous = registry.get(current.previous) if current.previous else None
     if target.hot_swap:
-        name = target.base_model_name
+        name, path = target.base_model_name, None
         if previous is not None and previous.method == "lora":
-            ensure_loaded(target.student_url, previous)
-            name = previous.model_name
+            ensure_loaded(target.student_url, previous, target.student_api_key)
+            name, path = previous.model_name, previous.path.resolve()
         if target.gateway_admin_url:
-            switch_gateway(target.gateway_admin_url, name, target.gateway_admin_key)
+            switch_gateway(target.gateway_admin_url, name, target.gateway_admin_key, path)
     registry.set_current(previous.name if previous else None)
     return current, previous

@@ -104,16 +104,28 @@ class VllmServer(ManagedProcess):
         self.options = options
 
 
-def load_lora_adapter(base_url: str, name: str, path: Path, timeout_s: float = 60.0) -> None:
+def bearer(api_key: str | None) -> dict[str, str]:
+    """The Authorization header a vLLM server started with ``--api-key`` / ``VLLM_API_KEY`` requires."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def load_lora_adapter(
+    base_url: str, name: str, path: Path, timeout_s: float = 60.0, api_key: str | None = None
+) -> None:
     """Load a LoRA adapter into a running student (started with LoRA enabled); it then serves as ``name``."""
     response = httpx.post(
-        f"{base_url}/load_lora_adapter", json={"lora_name": name, "lora_path": str(path)}, timeout=timeout_s
+        f"{base_url}/load_lora_adapter",
+        json={"lora_name": name, "lora_path": str(path)},
+        headers=bearer(api_key),
+        timeout=timeout_s,
     )
     if response.status_code != 200:
         raise RuntimeError(f"loading LoRA adapter {name!r} from {path}: HTTP {response.status_code}: {response.text}")
 
 
-def unload_lora_adapter(base_url: str, name: str, timeout_s: float = 60.0) -> None:
-    response = httpx.post(f"{base_url}/unload_lora_adapter", json={"lora_name": name}, timeout=timeout_s)
+def unload_lora_adapter(base_url: str, name: str, timeout_s: float = 60.0, api_key: str | None = None) -> None:
+    response = httpx.post(
+        f"{base_url}/unload_lora_adapter", json={"lora_name": name}, headers=bearer(api_key), timeout=timeout_s
+    )
     if response.status_code != 200:
         raise RuntimeError(f"unloading LoRA adapter {name!r}: HTTP {response.status_code}: {response.text}")

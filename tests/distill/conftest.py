@@ -29,9 +29,13 @@ def tiny_tokenizer(tiny_student: Path):  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(tiny_student)
 
 
+STUDENT_KEY = "student-server-key-for-tests"
+
+
 @pytest.fixture(scope="session")
 def lora_student(tiny_student: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmOptions]:
-    """The tiny student served by vLLM with runtime LoRA loading, as `cascade up` serves a student."""
+    """The tiny student served by vLLM with runtime LoRA loading and an API key (``STUDENT_KEY``), as the
+    deploy profiles serve a student."""
     folder = tmp_path_factory.mktemp("distill-vllm")
     options = VllmOptions(
         model_dir=tiny_student,
@@ -43,6 +47,7 @@ def lora_student(tiny_student: Path, tmp_path_factory: pytest.TempPathFactory) -
         max_model_len=1024,
         kv_cache_gib=1,
         max_lora_rank=LORA_RANK,
+        extra_args=("--api-key", STUDENT_KEY),
     )
     server = VllmServer("student", options)
     server.start()

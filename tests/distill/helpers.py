@@ -100,7 +100,11 @@ def regression_set(path: Path, n: int = 12, seed: int = 99) -> Path:
 
 
 def distill_settings(
-    tmp: Path, base_model: Path, student_url: str = "http://127.0.0.1:9/v1", **distill: Any
+    tmp: Path,
+    base_model: Path,
+    student_url: str = "http://127.0.0.1:9/v1",
+    student_api_key: str | None = None,
+    **distill: Any,
 ) -> Settings:
     values: dict[str, Any] = {
         "base_model": str(base_model),
@@ -123,7 +127,7 @@ def distill_settings(
     }
     return load_settings(
         None,
-        student={"url": student_url, "model": "tiny-student"},
+        student={"url": student_url, "model": "tiny-student", "api_key": student_api_key},
         teacher={"url": "http://127.0.0.1:9/v1", "model": "tiny-teacher"},
         router={"signal": "mean_logprob", "threshold": 0.5},
         log_store={"url": f"sqlite+aiosqlite:///{tmp}/cascade.db", "spool_dir": str(tmp / "spool")},

@@ -29,6 +29,7 @@ from distill.cycle import CycleResult, DistillError, run_cycle
 from distill.promote import Registry
 from router.agreement import exact_match
 from serving.vllm import VllmOptions
+from tests.distill.conftest import STUDENT_KEY
 from tests.distill.helpers import DAY, distill_settings, make_records, regression_set, write_records
 from tests.serving.helpers import Servers, start_gateway
 
@@ -46,6 +47,8 @@ def gateway(lora_student: VllmOptions, tmp_path_factory: pytest.TempPathFactory)
         work,
         CASCADE_SERVER__ADMIN_KEY=ADMIN_KEY,
         CASCADE_SERVER__STATE_FILE=str(work / "gateway-state.json"),
+        CASCADE_STUDENT__API_KEY=STUDENT_KEY,
+        CASCADE_TEACHER__API_KEY=STUDENT_KEY,
     )
     yield process.ready_url.removesuffix("/healthz")
     process.stop()
@@ -79,6 +82,7 @@ def world(
         tmp,
         tiny_student,
         student_url=lora_student.base_url,
+        student_api_key=STUDENT_KEY,  # the student is started with --api-key: promotion and rollback send it
         regression_set=str(regression_set(tmp / "regression.jsonl")),
         hot_swap=True,
         pushgateway_url=pushgateway,
@@ -108,7 +112,7 @@ def test_a_cycle_promotes_the_candidate_and_vllm_serves_it(
     )
     assert through.status_code == 200 and through.headers["x-cascade-tier"] == "student", through.text
 
-    client = OpenAI(base_url=lora_student.base_url, api_key="unused")
+    client = OpenAI(base_url=lora_student.base_url, api_key=STUDENT_KEY)
     eval_rows = [json.loads(line) for line in (world.first.run_dir / "eval.jsonl").read_text().splitlines()]  # type: ignore[operator]
 
     def agreement(model: str) -> float:

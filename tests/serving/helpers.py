@@ -112,3 +112,21 @@ def start_gateway(servers: Servers, work_dir: Path, **env: str) -> ManagedProces
         gateway.stop()
         raise
     return gateway
+
+
+def build_adapter(base: Path, out: Path) -> Path:
+    """A LoRA adapter with random (not zero) weights, so that it visibly changes the model's output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    config = LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=4 * LORA_RANK,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    get_peft_model(model, config).save_pretrained(out)
+    return out

@@ -10,33 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from openai import NotFoundError, OpenAI
 
 from serving.models import PairPaths
 from serving.vllm import load_lora_adapter, unload_lora_adapter
-from tests.serving.helpers import LORA_RANK, Servers
+from tests.serving.helpers import Servers, build_adapter
 
 pytestmark = pytest.mark.timeout(900)
 
 MESSAGES = [{"role": "user", "content": "How do I freeze my card?"}]
-
-
-def build_adapter(base: Path, out: Path) -> Path:
-    """A LoRA adapter with random (not zero) weights, so that it visibly changes the model's output."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    config = LoraConfig(
-        r=LORA_RANK,
-        lora_alpha=4 * LORA_RANK,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        init_lora_weights=False,
-    )
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 def first_token_logprobs(client: OpenAI, model: str) -> dict[str, float]:
