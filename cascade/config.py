@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,7 +89,9 @@ class UpstreamSettings(_Section):
     breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit breaker")
     breaker_reset_s: float = Field(default=10.0, gt=0, description="Seconds an open breaker waits before a probe")
     max_tokens: int | None = Field(
-        default=None, ge=1, description="Largest max_tokens a request may ask of this tier (400 above it)"
+        default=None,
+        ge=1,
+        description="Largest max_tokens a request may ask of this tier (400 above it); sent when a request sets none",
     )
     max_connections: int = Field(default=256, ge=1, description="Pooled connections to this upstream")
     price: PriceSettings = Field(default_factory=PriceSettings, description="What this model's tokens cost")
@@ -149,7 +152,16 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Larger bodies get 413")
     max_messages: int = Field(default=512, ge=1, description="Most messages one request may carry (400 above)")
+    max_choices: int = Field(
+        default=8, ge=1, le=128, description="Largest n (choices per request) on a pinned tier (400 above)"
+    )
     shutdown_grace_s: float = Field(default=30.0, ge=0, description="On SIGTERM, seconds to finish in-flight requests")
+    shadow_drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="Then, seconds shadow calls in flight may still take; the rest are logged without the teacher's "
+        "answer (a deploy's stop timeout must cover preStop + shutdown_grace_s + this + the log drain)",
+    )
     admin_key: str | None = Field(
         default=None, min_length=16, description="Bearer key of the /admin endpoints; they are off (404) without it"
     )
@@ -379,6 +391,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def safe_url(url: str) -> str:
+    """``url`` with its password (``scheme://user:PASSWORD@host``) shown as ``***``: for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}").geturl()
+
+
+def _shown(key: str, value: Any) -> str:
+    """How a rejected value is quoted back: never a secret, never a whole section (it may hold secrets)."""
+    name = key.rpartition(".")[2].lower()
+    if name.endswith("key") or "password" in name or "secret" in name:
+        return " (the value is a secret: not shown)"
+    if isinstance(value, dict | list | tuple):
+        return ""
+    return f" (got {(safe_url(value) if isinstance(value, str) else value)!r})"
+
+
 def _describe(error: Any) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
@@ -387,7 +418,7 @@ def _describe(error: Any) -> str:
     if kind == "extra_forbidden":
         return f"{key}: unknown key (check its spelling against docs/config.md)"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{key}: {message} (got {error['input']!r})"
+    return f"{key}: {message}{_shown(key, error['input'])}"
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
-from cascade.config import Settings
+from cascade.config import Settings, safe_url
 from distill import dataset as ds
 
 Status = Literal["promoted", "kept", "nothing_to_do"]
@@ -145,7 +145,7 @@ def _cycle(
         try:
             records = asyncio.run(ds.read_records(settings.log_store.url, since, until))
         except Exception as exc:
-            raise DistillError(f"reading the log store {settings.log_store.url}: {exc}") from exc
+            raise DistillError(f"reading the log store {safe_url(settings.log_store.url)}: {exc}") from exc
         teacher, accepted, counts = ds.examples_from_records(records)
         if len(teacher) < d.min_examples:
             message = (

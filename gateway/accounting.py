@@ -34,8 +34,10 @@ class Accountant:
         shadow_share: float,
         limiter: Limiter | None = None,
         agreement: Agreement = exact_match,
+        shadow_drain_s: float = 10.0,
     ) -> None:
         self.metrics = metrics
+        self.shadow_drain_s = shadow_drain_s
         self.agreement = agreement
         self.limiter = limiter
         self.writer = writer
@@ -46,9 +48,9 @@ class Accountant:
 
     def finish(self, exchange: Exchange) -> None:
         self.metrics.observe(exchange)
-        if exchange.key is not None and self.limiter is not None:
+        if exchange.admission is not None and self.limiter is not None:
             tokens = sum(call.prompt_tokens + call.completion_tokens for call in exchange.calls)
-            self._spawn(self.limiter.release(exchange.key, tokens, exchange.cost_usd))
+            self._spawn(self.limiter.release(exchange.admission, tokens, exchange.cost_usd))
         if self.writer is None:
             return
         if self._wants_shadow(exchange):
@@ -84,7 +86,7 @@ class Accountant:
     async def _shadow(self, exchange: Exchange) -> None:
         """Ask the teacher the same question; log the record with both answers, whatever the teacher does."""
         call = TierCall("teacher", self.teacher.model, self.teacher.settings.price)
-        body: dict[str, Any] = {**exchange.request, "model": self.teacher.model, "stream": False}
+        body = self.teacher.body(exchange.request, stream=False)
         body.pop("stream_options", None)
         if self.teacher.settings.log_top_logprobs:
             body.update(logprobs=True, top_logprobs=self.teacher.settings.log_top_logprobs)
@@ -98,11 +100,20 @@ class Accountant:
             self.metrics.observe_shadow(call, agree)
         except Exception as exc:
             call.error = str(exc)
+        except asyncio.CancelledError:  # shutting down: the record is kept, without the teacher's answer
+            call.error = "cancelled: the gateway shut down before the teacher answered the shadow call"
+            self._write(exchange, call)
+            raise
         self._write(exchange, call)
 
     async def close(self) -> None:
-        """Wait for shadows and limit updates in flight, then drain the log queue."""
+        """Give shadows and limit updates in flight ``shadow_drain_s``, cancel the rest (a cancelled shadow still
+        writes its record), then drain the log queue."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=30)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.shadow_drain_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         if self.writer is not None:
             await self.writer.close()

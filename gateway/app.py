@@ -73,6 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.log_store.shadow_share,
         limiter,
         get_agreement(settings.log_store.shadow_agreement),
+        shadow_drain_s=settings.server.shadow_drain_s,
     )
     app.state.finish_exchange = accountant.finish
     routing = Routing(settings.router, on_error=metrics.router_errors.inc)

@@ -2,13 +2,14 @@
 
 Off unless ``auth.enabled`` (the local demo runs without keys; every deploy profile turns them on). Keys
 are looked up by their public id and cached for ``auth.key_cache_s`` seconds per worker, so a revocation
-takes effect within that time. Secrets are never logged and never echoed in errors.
+takes effect within that time. Found keys and unknown ids are cached apart, each in a bounded LRU: a flood of
+random ids (which anyone can send) only ever evicts other unknown ids, never the keys in use. Secrets are
+never logged and never echoed in errors.
 """
 
 from __future__ import annotations
 
-import time
-
+from cachetools import TTLCache
 from starlette.requests import Request
 
 from gateway.errors import GatewayError
@@ -33,24 +34,32 @@ class ModelNotAllowed(GatewayError):
     code = "model_not_allowed"
 
 
+KNOWN_KEYS_CACHED = 10_000  # keys in use, per worker
+UNKNOWN_IDS_CACHED = 1_000  # ids the key store does not know, for at most MISS_CACHE_S
+MISS_CACHE_S = 1.0
+
+
 class Authenticator:
     def __init__(self, keys: KeyStore, cache_s: float) -> None:
         self.keys = keys
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[ApiKey | None, float]] = {}
+        self._known: TTLCache[str, ApiKey] = TTLCache(KNOWN_KEYS_CACHED, ttl=cache_s)
+        self._unknown: TTLCache[str, bool] = TTLCache(UNKNOWN_IDS_CACHED, ttl=min(cache_s, MISS_CACHE_S))
 
     async def _lookup(self, key_id: str) -> ApiKey | None:
-        now = time.monotonic()
-        cached = self._cache.get(key_id)
-        if cached is not None and now - cached[1] < self.cache_s:
-            return cached[0]
+        if (known := self._known.get(key_id)) is not None:
+            return known
+        if key_id in self._unknown:
+            return None
         try:
             key = await self.keys.get(key_id)
         except Exception:
             raise KeyStoreUnavailable("API keys cannot be checked right now: the key store is unreachable") from None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key_id] = (key, now)
+        if self.cache_s > 0:
+            if key is None:
+                self._unknown[key_id] = True
+            else:
+                self._known[key_id] = key
         return key
 
     async def authenticate(self, request: Request) -> ApiKey:

@@ -14,7 +14,7 @@ adapter (see :mod:`gateway.health`) is answered for per ``router.on_adapter_miss
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ class Answer:
     """What the client gets: a whole body (sent as JSON, or replayed as SSE) or a relayed stream."""
 
     body: dict[str, Any] | None = None
-    stream: AsyncIterator[bytes] | None = None
+    stream: AsyncGenerator[bytes, None] | None = None
     replay_as_stream: bool = False
     include_usage: bool = False
 
@@ -88,6 +88,19 @@ class Cascade:
     @property
     def model_names(self) -> list[str]:
         return [self.alias, self.student.model, self.teacher.model]
+
+    def worst_case_usd(self, request: ChatCompletionRequest, body_bytes: int) -> float:
+        """The most a request can cost, held against a key's budget before it is sent: every tier that may be
+        called, the body's size as the bound on prompt tokens (a token is at least one byte), and the completion
+        bounded by max_tokens or the tier's cap (unbounded completions count only their prompt)."""
+        tiers = [self.student, self.teacher] if request.model == self.alias else [self._pinned.get(request.model)]
+        total = 0.0
+        for upstream in tiers:
+            if upstream is None:
+                continue
+            asked = request.max_completion_tokens or request.max_tokens or upstream.settings.max_tokens or 0
+            total += upstream.settings.price.cost_usd(body_bytes, asked * (request.n or 1))
+        return total
 
     async def answer(self, exchange: Exchange, request: ChatCompletionRequest, data: dict[str, Any]) -> Answer:
         ask = ClientAsk.of(request)
@@ -148,7 +161,7 @@ class Cascade:
                 exchange.reason = "student_down"
                 return None
             model = adapter.base_model
-        body = {**data, "model": model, "stream": False, "logprobs": True}
+        body = self.student.body(data, model=model, stream=False, logprobs=True)
         body["top_logprobs"] = max(self.top_k, ask.top_logprobs)
         body.pop("stream_options", None)
         call = exchange.student = TierCall(STUDENT, model, self.student.settings.price)
@@ -180,7 +193,7 @@ class Cascade:
         pinned: bool = False,
     ) -> Answer:
         """Send the client's request to one tier, asking for what the log needs on top of what the client asked."""
-        body = {**data, "model": upstream.model}
+        body = upstream.body(data)
         settings = upstream.settings
         if not pinned and settings.log_top_logprobs > ask.top_logprobs:
             body["logprobs"] = True
@@ -196,7 +209,10 @@ class Cascade:
         if request.stream:
             body["stream_options"] = {**(data.get("stream_options") or {}), "include_usage": True}
             response = await upstream.open_stream(body)
-            return Answer(stream=streaming.relay(upstream.iter_stream(response), call, ask, exchange.started))
+            prompt = exchange.student.prompt_tokens if exchange.student is not None else 0
+            prompt = prompt or streaming.estimate_prompt_tokens(data.get("messages"))
+            chunks = upstream.iter_stream(response)
+            return Answer(stream=streaming.relay(chunks, call, ask, exchange.started, prompt))
         completion = await upstream.complete(body)
         call.take_completion(completion.body, completion.latency_s)
         return self._whole(completion.body, upstream.model, request, ask)

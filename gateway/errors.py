@@ -6,6 +6,7 @@ Exceptions raised inside the gateway::
     ├── BadRequest                   400     invalid_request_error (param says which field)
     ├── ModelNotFound                404     invalid_request_error, code model_not_found
     ├── BodyTooLarge                 413     invalid_request_error
+    ├── UnsupportedMediaType         415     invalid_request_error (a body that is not declared JSON)
     └── UpstreamError                        (an upstream model server failed)
         ├── UpstreamUnavailable      503     service_unavailable (connection refused, reset, DNS)
         ├── UpstreamTimeout          504     timeout
@@ -59,6 +60,12 @@ class BodyTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "body_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
 
 
 class UpstreamError(GatewayError):

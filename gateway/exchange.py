@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade.config import PriceSettings
-from logstore.keys import ApiKey
+from gateway.limits import Admission
 
 
 @dataclass(slots=True)
@@ -29,6 +29,7 @@ class TierCall:
     logprobs: list[dict[str, Any]] | None = None  # the OpenAI `logprobs.content` list
     finish_reason: str | None = None
     error: str | None = None
+    usage_estimated: bool = False  # a stream ended without its usage chunk: the tokens were counted by the gateway
 
     @property
     def cost_usd(self) -> float:
@@ -63,7 +64,8 @@ class Exchange:
     tier: str | None = None  # the tier whose answer the client got
     reason: str | None = None  # one of logstore.record.REASONS; None before routing
     caller_key_id: str | None = None
-    key: ApiKey | None = None  # set once admitted by the limiter: released when the request ends
+    client_request_id: str | None = None  # the client's x-request-id, sanitised; the log keeps it beside ours
+    admission: Admission | None = None  # set once admitted by the limiter: released when the request ends
     confidence: float | None = None
     degraded: str | None = None  # teacher-unavailable: the student's answer stands in for the teacher's
     signals: dict[str, float] = field(default_factory=dict)

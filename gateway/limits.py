@@ -2,18 +2,25 @@
 
 Counters live in Redis when ``auth.redis_url`` is set (shared by every gateway replica and worker), in this
 process's memory otherwise. Windows are fixed (the current minute, day or month, UTC). Over a limit: 429
-with ``retry-after`` until the window ends, in the OpenAI error shape.
+with ``retry-after`` until the window ends, in the OpenAI error shape; limits that cannot be checked (Redis
+away): 503. A concurrent request holds a slot of its own (a member of a sorted set scored by its expiry), so a
+slot a crashed gateway never released expires alone and the count can never go below zero.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from gateway.errors import GatewayError
 from logstore.keys import ApiKey
+
+SLOT_TTL_S = 3600  # the longest a request holds a concurrency slot if its gateway dies before releasing it
 
 
 class RateLimited(GatewayError):
@@ -26,9 +33,17 @@ class RateLimited(GatewayError):
         self.retry_after = retry_after
 
 
+class LimitsUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "limits_unavailable"
+
+
 class Counters(Protocol):
     async def add(self, name: str, amount: float, ttl_s: int) -> float: ...
     async def get(self, name: str) -> float: ...
+    async def acquire(self, name: str, member: str, limit: int, ttl_s: int) -> bool: ...
+    async def release(self, name: str, member: str) -> None: ...
 
 
 class MemoryCounters:
@@ -36,6 +51,7 @@ class MemoryCounters:
 
     def __init__(self) -> None:
         self._values: dict[str, tuple[float, float]] = {}  # name -> (value, expires at)
+        self._slots: dict[str, dict[str, float]] = {}  # name -> {member: expires at}
 
     async def add(self, name: str, amount: float, ttl_s: int) -> float:
         now = time.monotonic()
@@ -50,6 +66,19 @@ class MemoryCounters:
     async def get(self, name: str) -> float:
         value, expires = self._values.get(name, (0.0, 0.0))
         return value if expires > time.monotonic() else 0.0
+
+    async def acquire(self, name: str, member: str, limit: int, ttl_s: int) -> bool:
+        now = time.monotonic()
+        slots = {held: until for held, until in self._slots.get(name, {}).items() if until > now}
+        if len(slots) >= limit:
+            self._slots[name] = slots
+            return False
+        slots[member] = now + ttl_s
+        self._slots[name] = slots
+        return True
+
+    async def release(self, name: str, member: str) -> None:
+        self._slots.get(name, {}).pop(member, None)
 
 
 class RedisCounters:
@@ -70,6 +99,22 @@ class RedisCounters:
     async def get(self, name: str) -> float:
         value = await self._redis.get(name)
         return float(value) if value is not None else 0.0
+
+    async def acquire(self, name: str, member: str, limit: int, ttl_s: int) -> bool:
+        now = time.time()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(name, "-inf", now)  # slots whose holder never released them
+            pipe.zadd(name, {member: now + ttl_s})
+            pipe.zcard(name)
+            pipe.expire(name, ttl_s)
+            _, _, held, _ = await pipe.execute()
+        if held > limit:
+            await self._redis.zrem(name, member)
+            return False
+        return True
+
+    async def release(self, name: str, member: str) -> None:
+        await self._redis.zrem(name, member)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -95,6 +140,15 @@ def windows(key: ApiKey, now: float | None = None) -> Windows:
     return Windows(str(int(now // 60)), 60 - now % 60, period, period_end.timestamp() - now)
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What an admitted request holds until it ends: its concurrency slot and its budget reservation."""
+
+    key: ApiKey
+    slot: str | None = None
+    reserved_usd: float = 0.0
+
+
 class Limiter:
     def __init__(self, counters: Counters, prefix: str = "cascade") -> None:
         self.counters = counters
@@ -103,17 +157,21 @@ class Limiter:
     def _name(self, kind: str, key: ApiKey, window: str = "") -> str:
         return f"{self.prefix}:{kind}:{key.id}:{window}"
 
-    async def admit(self, key: ApiKey) -> None:
-        """Let a request of ``key`` in, or raise :class:`RateLimited`; pair with :meth:`release`."""
+    async def admit(self, key: ApiKey, worst_case_usd: float = 0.0) -> Admission:
+        """Let a request of ``key`` in, or raise :class:`RateLimited`; pair with :meth:`release`.
+
+        With a budget, the request's worst-case cost is reserved against it (so concurrent requests cannot
+        overspend it together) and :meth:`release` replaces the reservation by what the request really cost.
+        """
+        try:
+            return await self._admit(key, worst_case_usd)
+        except RedisError:
+            raise LimitsUnavailable(
+                "this key's limits cannot be checked right now: the limit counters are unreachable"
+            ) from None
+
+    async def _admit(self, key: ApiKey, worst_case_usd: float) -> Admission:
         w = windows(key)
-        if key.budget_usd is not None:
-            spent = await self.counters.get(self._name("usd", key, w.period))
-            if spent >= key.budget_usd:
-                raise RateLimited(
-                    f"this key's budget of {key.budget_usd} USD per {key.budget_period} is spent",
-                    retry_after=w.period_left_s,
-                    code="budget_exceeded",
-                )
         if key.tpm is not None:
             tokens = await self.counters.get(self._name("tpm", key, w.minute))
             if tokens >= key.tpm:
@@ -126,20 +184,51 @@ class Limiter:
                 raise RateLimited(
                     f"this key's limit of {key.rpm} requests per minute is reached", retry_after=w.minute_left_s
                 )
+        slot = None
         if key.max_concurrent is not None:
-            running = await self.counters.add(self._name("conc", key), 1, 3600)
-            if running > key.max_concurrent:
-                await self.counters.add(self._name("conc", key), -1, 3600)
+            slot = uuid.uuid4().hex
+            if not await self.counters.acquire(self._name("slots", key), slot, key.max_concurrent, SLOT_TTL_S):
                 raise RateLimited(
                     f"this key's limit of {key.max_concurrent} concurrent requests is reached", retry_after=1
                 )
+        try:
+            await self._reserve(key, w, worst_case_usd)
+        except BaseException:
+            if slot is not None:
+                await self.counters.release(self._name("slots", key), slot)
+            raise
+        return Admission(key, slot, worst_case_usd if key.budget_usd is not None else 0.0)
 
-    async def release(self, key: ApiKey, tokens: int, cost_usd: float) -> None:
-        """A request of ``key`` ended: count its tokens and cost, free its concurrency slot."""
-        w = windows(key)
-        if key.max_concurrent is not None:
-            await self.counters.add(self._name("conc", key), -1, 3600)
+    async def _reserve(self, key: ApiKey, w: Windows, worst_case_usd: float) -> None:
+        if key.budget_usd is None:
+            return
+        spent_name = self._name("usd", key, w.period)
+        spent = await self.counters.get(spent_name)
+        if spent >= key.budget_usd:
+            raise RateLimited(
+                f"this key's budget of {key.budget_usd} USD per {key.budget_period} is spent",
+                retry_after=w.period_left_s,
+                code="budget_exceeded",
+            )
+        if worst_case_usd:
+            reserved = await self.counters.add(spent_name, worst_case_usd, int(w.period_left_s) + 3600)
+            if reserved > key.budget_usd:
+                await self.counters.add(spent_name, -worst_case_usd, int(w.period_left_s) + 3600)
+                raise RateLimited(
+                    f"this request could cost up to {worst_case_usd:.6f} USD, more than is left of this "
+                    f"key's budget of {key.budget_usd} USD per {key.budget_period}; ask fewer max_tokens",
+                    retry_after=w.period_left_s,
+                    code="budget_exceeded",
+                )
+
+    async def release(self, admission: Admission, tokens: int, cost_usd: float) -> None:
+        """A request ended: free its slot, count its tokens and its cost in place of its reservation."""
+        key, w = admission.key, windows(admission.key)
+        if admission.slot is not None:
+            await self.counters.release(self._name("slots", key), admission.slot)
         if key.tpm is not None and tokens:
             await self.counters.add(self._name("tpm", key, w.minute), tokens, 120)
-        if key.budget_usd is not None and cost_usd:
-            await self.counters.add(self._name("usd", key, w.period), cost_usd, int(w.period_left_s) + 3600)
+        if key.budget_usd is not None and cost_usd != admission.reserved_usd:
+            await self.counters.add(
+                self._name("usd", key, w.period), cost_usd - admission.reserved_usd, int(w.period_left_s) + 3600
+            )

@@ -155,6 +155,13 @@ class Metrics:
             "Requests a router artefact failed on (the request was escalated)",
             registry=r,
         )
+        self.usage_estimated = Counter(
+            "cascade_usage_estimated_total",
+            "Streamed calls that ended without their usage chunk (the client left, the upstream died): their "
+            "tokens and cost were counted by the gateway from what it relayed, by upstream",
+            ["upstream"],
+            registry=r,
+        )
         self.log_record_errors = Counter(
             "cascade_log_record_errors_total", "Requests whose log record could not be built", registry=r
         )
@@ -210,6 +217,8 @@ class Metrics:
         for call in exchange.calls:
             if call.error is not None:
                 self.upstream_errors.labels(call.tier).inc()
+            if call.usage_estimated:
+                self.usage_estimated.labels(call.tier).inc()
             self.tokens.labels(call.model, "prompt").inc(call.prompt_tokens)
             self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
             self.cost.labels(call.model).inc(call.cost_usd)

@@ -6,12 +6,13 @@ validates what it acts on and passes everything else to whichever tier answers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, UnsupportedMediaType
 
 
 class StreamOptions(BaseModel):
@@ -41,19 +42,59 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
 
 
-# JSON bodies; curl's default for -d (form-urlencoded) is let through because the body is parsed as JSON anyway.
-_ACCEPTED_CONTENT_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
+_CLIENT_ID_MAX = 128
+
+
+def client_request_id(headers: Mapping[str, str]) -> str | None:
+    """The client's own id for a request (``x-client-request-id``, as OpenAI's API takes it, or
+    ``x-request-id``), kept beside the gateway's: printable ASCII only, at most 128 characters."""
+    raw = headers.get("x-client-request-id") or headers.get("x-request-id") or ""
+    kept = "".join(char for char in raw[: _CLIENT_ID_MAX * 4] if "!" <= char <= "~")[:_CLIENT_ID_MAX]
+    return kept or None
 
 
 def check_content_type(content_type: str | None) -> None:
-    if content_type is None:
-        return
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type and media_type not in _ACCEPTED_CONTENT_TYPES and not media_type.endswith("+json"):
-        raise BadRequest(f"content-type must be application/json, got {media_type!r}")
+    """Serve only bodies declared JSON. A web page can send ``text/plain``, form or untyped bodies cross-site
+    without a CORS preflight, so accepting them would let any site a user visits spend a local gateway's teacher
+    money (with auth off, the local default); ``application/json`` needs a preflight the gateway never grants."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"content-type must be application/json, got {media_type or 'none'!r} "
+            "(curl: add -H 'content-type: application/json')"
+        )
 
 
-def parse_chat_request(raw: bytes, max_messages: int) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+# Fields vLLM accepts beyond the OpenAI API that change what a call costs or how the server treats it: a client of
+# the gateway may not set them (structured output goes through response_format, which every tier understands).
+SERVER_ONLY_FIELDS = frozenset(
+    {
+        "ignore_eos",
+        "min_tokens",
+        "echo",
+        "prompt_logprobs",
+        "chat_template",
+        "request_id",
+        "priority",
+        "guided_json",
+        "guided_regex",
+        "guided_choice",
+        "guided_grammar",
+        "guided_decoding_backend",
+        "guided_whitespace_pattern",
+        "structured_outputs",
+        "return_tokens_as_token_ids",
+        "kv_transfer_params",
+        "vllm_xargs",
+    }
+)
+
+
+def parse_chat_request(
+    raw: bytes, max_messages: int, max_choices: int = 128
+) -> tuple[ChatCompletionRequest, dict[str, Any]]:
     """Validate a request body; return the typed view and the original dict (what is forwarded)."""
     try:
         data = orjson.loads(raw)
@@ -61,6 +102,10 @@ def parse_chat_request(raw: bytes, max_messages: int) -> tuple[ChatCompletionReq
         raise BadRequest(f"request body is not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    try:  # what is forwarded and logged must serialise again: orjson stops at 254 levels of nesting
+        orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        raise BadRequest("request body is nested too deeply (more than 254 levels)") from None
     try:
         request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
@@ -70,6 +115,15 @@ def parse_chat_request(raw: bytes, max_messages: int) -> tuple[ChatCompletionReq
     if len(request.messages) > max_messages:
         raise BadRequest(
             f"messages has {len(request.messages)} entries, above the limit of {max_messages}", param="messages"
+        )
+    if request.n is not None and request.n > max_choices:
+        raise BadRequest(f"n is {request.n}, above the limit of {max_choices}", param="n")
+    refused = sorted(SERVER_ONLY_FIELDS.intersection(data))
+    if refused:
+        raise BadRequest(
+            f"{refused[0]} is not part of the OpenAI chat API and is not accepted by this gateway "
+            "(for structured output send response_format)",
+            param=refused[0],
         )
     if request.top_logprobs and not request.logprobs:
         raise BadRequest("top_logprobs requires logprobs to be true", param="top_logprobs")

@@ -46,6 +46,7 @@ def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogReco
         messages=request.get("messages"),
         params={key: value for key, value in request.items() if key != "messages"},
         caller_key_id=exchange.caller_key_id,
+        client_request_id=exchange.client_request_id,
         signals=signals,
         student=_answer(exchange.student),
         teacher=_answer(shadow or exchange.teacher),

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from cascade.config import ServerSettings
 from gateway import streaming
@@ -24,7 +24,7 @@ from gateway.errors import BodyTooLarge, error_payload
 from gateway.exchange import Exchange
 from gateway.health import Health
 from gateway.metrics import Metrics
-from gateway.protocol import check_content_type, parse_chat_request
+from gateway.protocol import check_content_type, client_request_id, parse_chat_request
 
 api = APIRouter()
 
@@ -72,12 +72,14 @@ def _headers(exchange: Exchange) -> dict[str, str]:
         "x-cascade-confidence": confidence,
         "x-request-id": exchange.request_id,
     }
+    if exchange.client_request_id:
+        headers["x-client-request-id"] = exchange.client_request_id
     if exchange.degraded:
         headers["x-cascade-degraded"] = exchange.degraded
     return headers
 
 
-async def _streamed(chunks: AsyncIterator[bytes], exchange: Exchange, finish: Finish) -> AsyncIterator[bytes]:
+async def _streamed(chunks: AsyncGenerator[bytes, None], exchange: Exchange, finish: Finish) -> AsyncIterator[bytes]:
     """Send a relayed stream and close the exchange once its last byte is out (or the client left)."""
     outcome = "error"
     try:
@@ -90,37 +92,48 @@ async def _streamed(chunks: AsyncIterator[bytes], exchange: Exchange, finish: Fi
         outcome = "cancelled"
         raise
     finally:
+        await chunks.aclose()  # the relay counts what it sent (the usage, when the upstream never sent it)
         exchange.close(outcome, 200)
         finish(exchange)
 
 
-async def _finish_after_response(finish: Finish, exchange: Exchange) -> None:
-    """Metrics and the log record once the answer is sent; async, so it runs on the event loop (not a thread)."""
-    finish(exchange)
+class _ThenFinish(Response):
+    """A whole answer whose metrics, log record and limit release follow its sending (off the client's clock),
+    and happen even when sending fails or is cancelled (Starlette skips a background task then)."""
+
+    def __init__(self, content: bytes, exchange: Exchange, finish: Finish, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._exchange, self._finish = exchange, finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._finish(self._exchange)
 
 
 async def chat_completions(request: Request) -> Response:
     """POST /v1/chat/completions: the hot path, a plain Starlette endpoint (FastAPI's dependency solving cost
     about a fifth of the gateway's CPU per request); its OpenAPI entry is added in gateway/app.py."""
     cascade, finish = get_cascade(request), get_finish(request)
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = uuid.uuid4().hex  # the log's key: never the client's header, which anyone can repeat
     request.state.request_id = request_id
-    exchange = Exchange(request_id, "", {})
+    exchange = Exchange(request_id, "", {}, client_request_id=client_request_id(request.headers))
     try:
         auth: Authenticator | None = request.app.state.authenticator
         key = await auth.authenticate(request) if auth is not None else None
         limits: ServerSettings = request.app.state.settings.server
         check_content_type(request.headers.get("content-type"))
         raw = await read_body(request, limits.max_body_bytes)
-        chat, data = parse_chat_request(raw, limits.max_messages)
+        chat, data = parse_chat_request(raw, limits.max_messages, limits.max_choices)
         exchange.requested_model, exchange.request = chat.model, data
         if key is not None:
             exchange.caller_key_id = key.id
             check_model_allowed(key, chat.model)
-            await request.app.state.limiter.admit(key)
-            exchange.key = key
+            worst_case_usd = cascade.worst_case_usd(chat, len(raw)) if key.budget_usd is not None else 0.0
+            exchange.admission = await request.app.state.limiter.admit(key, worst_case_usd)
         answer = await cancel_on_disconnect(request, cascade.answer(exchange, chat, data))
-    except ClientDisconnect:
+    except (ClientDisconnect, asyncio.CancelledError):  # the client left, or shutdown's grace ran out
         exchange.close("cancelled", 499)
         finish(exchange)
         raise
@@ -136,12 +149,11 @@ async def chat_completions(request: Request) -> Response:
         )
     assert answer.body is not None
     exchange.close("ok", 200)
-    after = BackgroundTask(_finish_after_response, finish, exchange)
     if answer.replay_as_stream:
         exchange.ttft_s = exchange.duration_s
         payload = streaming.replay(answer.body, answer.include_usage)
-        return Response(payload, media_type="text/event-stream", headers=headers, background=after)
-    return Response(orjson.dumps(answer.body), media_type="application/json", headers=headers, background=after)
+        return _ThenFinish(payload, exchange, finish, media_type="text/event-stream", headers=headers)
+    return _ThenFinish(orjson.dumps(answer.body), exchange, finish, media_type="application/json", headers=headers)
 
 
 api.add_route("/v1/chat/completions", chat_completions, methods=["POST"], include_in_schema=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,12 +25,15 @@ class _Relay:
     logprobs than the client wants (for the log); those are removed here before the client sees them.
     """
 
-    def __init__(self, call: TierCall, ask: ClientAsk, started: float) -> None:
+    def __init__(self, call: TierCall, ask: ClientAsk, started: float, prompt_tokens: int) -> None:
         self.call = call
         self.ask = ask
         self.started = started
+        self.prompt_tokens = prompt_tokens  # the estimate used when the usage chunk never comes
         self.texts: list[str] = []
         self.logprobs: list[dict[str, Any]] = []
+        self.deltas = 0
+        self.usage_seen = False
         self.done = False
 
     def event(self, raw: bytes) -> bytes | None:
@@ -51,6 +54,7 @@ class _Relay:
         choices = payload.get("choices") or []
         usage = payload.get("usage")
         if usage:
+            self.usage_seen = True
             self.call.take_usage(usage)
             if not choices and not self.ask.usage_in_stream:
                 return None
@@ -60,6 +64,8 @@ class _Relay:
             changed = True
         for choice in choices:
             delta = choice.get("delta") or {}
+            if delta.get("content") or delta.get("tool_calls"):
+                self.deltas += 1
             if delta.get("content"):
                 if self.call.ttft_s is None:
                     self.call.ttft_s = time.perf_counter() - self.started
@@ -82,15 +88,29 @@ class _Relay:
         self.call.latency_s = time.perf_counter() - self.started
         self.call.text = "".join(self.texts)
         self.call.logprobs = self.logprobs or None
+        if not self.usage_seen and (self.deltas or self.logprobs):
+            # The client hung up after the last delta, or the upstream died mid-stream: what was relayed was
+            # still generated (and billed). One token per logprob entry, else per delta (vLLM sends one each).
+            self.call.prompt_tokens = self.prompt_tokens
+            self.call.completion_tokens = max(len(self.logprobs), self.deltas)
+            self.call.usage_estimated = True
 
 
-async def relay(chunks: AsyncIterator[bytes], call: TierCall, ask: ClientAsk, started: float) -> AsyncIterator[bytes]:
+def estimate_prompt_tokens(messages: Any) -> int:
+    """A prompt's tokens when no tokenizer is at hand: a quarter of its characters (OpenAI's rule of thumb)."""
+    return max(1, len(orjson.dumps(messages)) // 4)
+
+
+async def relay(
+    chunks: AsyncIterator[bytes], call: TierCall, ask: ClientAsk, started: float, prompt_tokens: int = 0
+) -> AsyncGenerator[bytes, None]:
     """Pass an upstream's SSE stream through as it arrives, event by event.
 
     A failure midway, or a stream that ends without ``data: [DONE]``, ends the client's stream with an SSE
-    error event and ``data: [DONE]``, so the client never mistakes a cut answer for a whole one.
+    error event and ``data: [DONE]``, so the client never mistakes a cut answer for a whole one. Without a
+    usage chunk, the tokens relayed are counted (and ``prompt_tokens`` is taken as the prompt's).
     """
-    relay = _Relay(call, ask, started)
+    relay = _Relay(call, ask, started, prompt_tokens)
     buffer = b""
     try:
         async for chunk in chunks:

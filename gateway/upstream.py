@@ -75,6 +75,15 @@ class Upstream:
         )
         self._session: aiohttp.ClientSession | None = None
 
+    def body(self, data: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """What this tier is sent for a client's request: its fields, this tier's model (unless ``fields`` names
+        one), and this tier's ``max_tokens`` cap when the client asked for no limit (a cap bounds every call)."""
+        body = {**data, "model": self.model, **fields}
+        cap = self.settings.max_tokens
+        if cap is not None and data.get("max_tokens") is None and data.get("max_completion_tokens") is None:
+            body["max_tokens"] = cap
+        return body
+
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.settings.max_connections, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)

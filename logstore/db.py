@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from cascade.config import safe_url
 from logstore.schema import log_records
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -75,7 +76,7 @@ def make_engine(url: str, *, timeout_s: float = 10.0) -> AsyncEngine:
         if schema is not None:
             connect_args["server_settings"] = {"search_path": schema}
         return create_async_engine(parsed, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True)
-    raise ValueError(f"log store URL must be sqlite+aiosqlite:// or postgresql+asyncpg://, got {url!r}")
+    raise ValueError(f"log store URL must be sqlite+aiosqlite:// or postgresql+asyncpg://, got {safe_url(url)!r}")
 
 
 def _upgrade(connection: Connection) -> None:

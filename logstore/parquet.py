@@ -37,6 +37,7 @@ SCHEMA = pa.schema(
         ("request_id", pa.string()),
         ("time", pa.timestamp("us", tz="UTC")),
         ("caller_key_id", pa.string()),
+        ("client_request_id", pa.string()),
         ("messages", pa.string()),
         ("params", pa.string()),
         ("redacted", pa.bool_()),

@@ -34,7 +34,7 @@ DECISION_OF_REASON: dict[str, str] = {
     "pinned": "bypass",
 }
 
-EXPORT_SCHEMA_VERSION = 1
+EXPORT_SCHEMA_VERSION = 2
 _BLOB_VERSION = 1
 
 # Request parameters kept by redaction: knobs, never text (tools, stop strings, response formats and
@@ -202,6 +202,7 @@ class LogRecord:
     messages: list[dict[str, Any]] | None = None
     params: dict[str, Any] = field(default_factory=dict)
     caller_key_id: str | None = None
+    client_request_id: str | None = None
     signals: dict[str, float] = field(default_factory=dict)
     student: TierAnswer | None = None
     teacher: TierAnswer | None = None
@@ -240,6 +241,7 @@ class LogRecord:
             "request_id": self.request_id,
             "time": self.time.astimezone(UTC).isoformat(),
             "caller_key_id": self.caller_key_id,
+            "client_request_id": self.client_request_id,
             "messages": self.messages,
             "params": self.params,
             "redacted": self.redacted,

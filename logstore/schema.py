@@ -1,8 +1,10 @@
 """The log table (SQLAlchemy Core) and the conversion between :class:`LogRecord` and its row.
 
-One row per request, keyed on ``request_id`` (inserts are idempotent: a second insert of the same id is
-ignored). Per-answer token arrays are one ``LargeBinary`` blob each (:meth:`TokenLogprobs.encode`).
-Changing this table means adding an Alembic migration under ``logstore/migrations/versions``.
+One row per request, keyed on ``request_id``, the gateway's own id (inserts are idempotent: a second insert of
+the same id is ignored); the client's ``x-request-id`` is kept beside it, never trusted as a key. Text holds no
+NUL character (PostgreSQL refuses them): each is stored as U+FFFD. Per-answer token arrays are one
+``LargeBinary`` blob each (:meth:`TokenLogprobs.encode`). Changing this table means adding an Alembic
+migration under ``logstore/migrations/versions``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -61,6 +64,7 @@ log_records = sa.Table(
     sa.Column("request_id", sa.String(128), primary_key=True),
     sa.Column("ts", UTCDateTime(), nullable=False, index=True),
     sa.Column("caller_key_id", sa.String(128)),
+    sa.Column("client_request_id", sa.String(128), index=True),
     sa.Column("messages", Json),
     sa.Column("params", Json, nullable=False),
     sa.Column("redacted", sa.Boolean, nullable=False),
@@ -81,13 +85,32 @@ log_records = sa.Table(
 )
 
 
+def _without_nul(value: Any) -> Any:
+    """``value`` with every NUL in its strings (keys included) replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    return value is not None and b"\\u0000" in orjson.dumps(value)
+
+
 def record_to_row(record: LogRecord) -> dict[str, Any]:
+    messages, params = record.messages, record.params
+    if _has_nul(messages) or _has_nul(params):
+        messages, params = _without_nul(messages), _without_nul(params)
     row: dict[str, Any] = {
         "request_id": record.request_id,
         "ts": record.time.astimezone(UTC),
         "caller_key_id": record.caller_key_id,
-        "messages": record.messages,
-        "params": record.params,
+        "client_request_id": record.client_request_id,
+        "messages": messages,
+        "params": params,
         "redacted": record.redacted,
         "decision": record.decision,
         "reason": record.reason,
@@ -98,7 +121,7 @@ def record_to_row(record: LogRecord) -> dict[str, Any]:
         "cost_usd": record.cost_usd,
         "status": record.status,
         "http_status": record.http_status,
-        "error": record.error,
+        "error": _without_nul(record.error),
         "degraded": record.degraded,
         "duration_s": record.duration_s,
     }
@@ -107,7 +130,7 @@ def record_to_row(record: LogRecord) -> dict[str, Any]:
             row.update({f"{name}_{column}": None for column in TIER_COLUMNS})
             continue
         row[f"{name}_model"] = answer.model
-        row[f"{name}_text"] = answer.text
+        row[f"{name}_text"] = _without_nul(answer.text)
         row[f"{name}_tokens"] = answer.logprobs.encode() if answer.logprobs is not None else None
         row[f"{name}_prompt_tokens"] = answer.prompt_tokens
         row[f"{name}_completion_tokens"] = answer.completion_tokens
@@ -143,6 +166,7 @@ def row_to_record(row: Any) -> LogRecord:
         messages=row["messages"],
         params=row["params"],
         caller_key_id=row["caller_key_id"],
+        client_request_id=row.get("client_request_id"),
         signals=row["signals"],
         student=_answer(row, "student"),
         teacher=_answer(row, "teacher"),
@@ -172,7 +196,7 @@ def row_to_spool(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def spool_to_row(data: dict[str, Any]) -> dict[str, Any]:
-    row = dict(data)
+    row = {"client_request_id": None, **data}  # spooled before the column existed
     row["ts"] = datetime.fromisoformat(data["ts"])
     for column in _BLOB_COLUMNS:
         if row[column] is not None:

@@ -7,8 +7,8 @@ Behaviours: ``confident`` (default; token logprob -0.01), ``unsure`` (token logp
 ``busy`` (HTTP 503), ``flaky`` (HTTP 503 with retry-after 0 on the first try of each prompt, then an answer),
 ``limited`` (HTTP 429 with retry-after 1), ``reject`` (HTTP 400: the prompt is longer than the context),
 ``unauthorized`` (HTTP 401, an expired key), ``forbidden`` (HTTP 403), ``slow`` (answers after 5 s), ``die`` (streams
-two tokens, then drops the connection; a non-streamed request gets its connection dropped), ``garbage`` (a 200
-that is not JSON).
+two tokens, then drops the connection; a non-streamed request gets its connection dropped), ``hold`` (streams the
+whole answer, then waits 5 s before the usage chunk), ``garbage`` (a 200 that is not JSON).
 
 Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
 ``GET /_stats`` returns the requests it received and how many were cancelled by their client;
@@ -197,6 +197,8 @@ class FakeUpstream:
             await send([{"index": 0, "delta": {"content": token}, "logprobs": chunk_logprobs, "finish_reason": None}])
             await asyncio.sleep(0.01)
         await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if behaviour == "hold":
+            await asyncio.sleep(5)
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], usage=self.usage(body))
         await response.write(b"data: [DONE]\n\n")

@@ -108,6 +108,14 @@ def _flag(args: list[str], flag: str) -> str:
     return value
 
 
+LOG_DRAIN_S = 10.0  # two database writes of logstore.writer's 5 s timeout before the spool takes the rest
+
+
+def shutdown_s(settings: Settings) -> float:
+    """How long a gateway may take to stop once SIGTERM arrives, all of it spent keeping records."""
+    return settings.server.shutdown_grace_s + settings.server.shadow_drain_s + LOG_DRAIN_S
+
+
 def check_k8s_against_settings(objects: list[dict[str, Any]], settings: Settings, configmap: str) -> None:
     deployment = find(objects, "Deployment", "cascade-gateway")
     spec = pod_spec(deployment)
@@ -123,7 +131,9 @@ def check_k8s_against_settings(objects: list[dict[str, Any]], settings: Settings
     config_volume = next(name for name, v in volumes.items() if v.get("configMap", {}).get("name") == configmap)
     assert f"{mounts[config_volume]}/cascade.yaml" == CONFIG_PATH
     assert settings.log_store.spool_dir in mounts.values()
-    assert spec["terminationGracePeriodSeconds"] > settings.server.shutdown_grace_s
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    assert spec["terminationGracePeriodSeconds"] >= float(pause[1]) + shutdown_s(settings)
     for tier, upstream in (("student", settings.student), ("teacher", settings.teacher)):
         server = find(objects, "Deployment", f"cascade-{tier}")
         (vllm,) = pod_spec(server)["containers"]
@@ -240,6 +250,7 @@ def test_compose_config_loads_with_the_gateway_environment(
         assert upstream.url == f"http://{tier}:{_flag(service['command'], '--port')}/v1"
         assert _flag(service["command"], "--served-model-name") == upstream.model
     assert settings.auth.enabled is True and settings.auth.redis_url == "redis://redis:6379/0"
+    assert float(gateway["stop_grace_period"].removesuffix("s")) >= shutdown_s(settings)
     assert "redis" in compose["services"]
     state_dir = str(Path(settings.server.state_file).parent)
     assert any(v.endswith(f":{state_dir}") and not v.startswith(".") for v in gateway["volumes"])

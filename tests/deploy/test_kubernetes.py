@@ -252,3 +252,18 @@ def test_a_single_gateway_replica_can_still_be_drained(rendered: Objects) -> Non
     pdb = find(objects, "PodDisruptionBudget", "cascade-gateway")
     assert find(objects, "Deployment", "cascade-gateway")["spec"]["replicas"] == hpa["spec"]["minReplicas"] == 1
     assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_limit_counters_survive_a_redis_restart(rendered: Objects, overlay: str) -> None:
+    """Budgets live in Redis: an append-only file on a claimed volume, never evicted."""
+    objects = rendered[overlay]
+    redis = find(objects, "Deployment", "cascade-redis")
+    spec = pod_spec(redis)
+    args = spec["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    [data] = [volume for volume in spec["volumes"] if volume["name"] == "data"]
+    claim = data["persistentVolumeClaim"]["claimName"]
+    assert find(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert redis["spec"]["strategy"]["type"] == "Recreate"  # one writer of the file at a time

@@ -42,3 +42,15 @@ def test_too_few_examples_is_nothing_to_do(tiny_student: Path, tiny_tokenizer: A
     assert result.status == "nothing_to_do"
     assert "5 new teacher example(s) in 15 record(s)" in result.message and "min_examples is 20" in result.message
     assert not (settings.distill.work_dir / "runs").exists()
+
+
+def test_an_unreachable_log_store_is_named_without_its_password(tiny_student: Path, tmp_path: Path) -> None:
+    settings = distill_settings(tmp_path, tiny_student)
+    url = f"postgresql+asyncpg://cascade:db-SECRET@127.0.0.1:{free_port()}/cascade"
+    settings = settings.model_copy(update={"log_store": settings.log_store.model_copy(update={"url": url})})
+    with pytest.raises(DistillError) as info:
+        run_cycle(settings, now=DAY + timedelta(days=1), progress=False)
+    assert f"reading the log store postgresql+asyncpg://cascade:***@127.0.0.1:{url.rsplit(':', 1)[1]}" in str(
+        info.value
+    )
+    assert "SECRET" not in str(info.value)

@@ -27,7 +27,8 @@ def test_confident_student_answers_with_headers(gateway: Server, fake_student: S
     answer = raw.parse()
     assert raw.headers["x-cascade-tier"] == "student"
     assert float(raw.headers["x-cascade-confidence"]) == pytest.approx(math.exp(-0.01), abs=1e-6)
-    assert raw.headers["x-request-id"] == "req-123"
+    assert raw.headers["x-client-request-id"] == "req-123"  # the client's id, kept beside the gateway's own
+    assert len(raw.headers["x-request-id"]) == 32 and raw.headers["x-request-id"] != "req-123"
     assert answer.model == STUDENT_MODEL
     assert answer.choices[0].message.content == "Answer from student."
     assert answer.choices[0].logprobs is None  # the client did not ask for them

@@ -80,6 +80,41 @@ def test_serve_with_a_bad_config_prints_lines_not_a_traceback(tmp_path: Path) ->
     assert "teacher.url: must start with http:// or https://" in result.stderr
 
 
+def test_no_secret_is_printed_with_a_mistake(tmp_path: Path) -> None:
+    """The classic typo (the alias named like the student) must not print the keys and the database password."""
+    path = write(
+        tmp_path,
+        """
+alias: small
+student: {url: "http://127.0.0.1:8001/v1", model: small, api_key: sk-student-SECRET}
+teacher: {url: "http://127.0.0.1:8002/v1", model: big, api_key: sk-teacher-SECRET}
+server: {admin_key: short-SECRET}
+log_store: {url: "mysql://cascade:db-SECRET@db/cascade"}
+auth: {redis_url: "redis://:redis-SECRET@127.0.0.1:6379/0"}
+""",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "cascade.cli", "serve", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "server.admin_key: String should have at least 16 characters" in result.stderr
+    assert "log_store.url: must start with sqlite+aiosqlite://" in result.stderr
+    assert "mysql://cascade:***@db/cascade" in result.stderr  # the user still sees which URL is wrong
+    assert "SECRET" not in result.stdout + result.stderr
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            path, server={"admin_key": "a-long-enough-admin-SECRET"}, log_store={"url": "sqlite+aiosqlite:///x.db"}
+        )
+    assert info.value.lines == [
+        "(top level): alias, student.model and teacher.model must be three different names, got "
+        "['small', 'small', 'big']"
+    ]
+
+
 def test_missing_or_broken_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")

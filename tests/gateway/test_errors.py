@@ -42,6 +42,11 @@ def test_unknown_model_is_404(gateway: Server) -> None:
     assert info.value.code == "model_not_found"
 
 
+def nested(levels: int) -> bytes:
+    """A value nested ``levels`` deep, as in an extra field no schema looks into."""
+    return b'{"a": ' * levels + b"1" + b"}" * levels
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -59,6 +64,12 @@ def test_unknown_model_is_404(gateway: Server) -> None:
             "top_logprobs",
         ),
         (b'{"model": "cascade", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n"),
+        (b'{"model": "cascade", "messages": [{"role": "user", "content": "hi"}], "x": ' + nested(400) + b"}", None),
+        (
+            b'{"model": "student-model", "messages": [{"role": "user", "content": "hi", "x": ' + nested(300) + b"}]}",
+            None,
+        ),
+        (b'{"model": "cascade", "messages": [{"role": "user", "content": "hi"}], "x": ' + nested(5000) + b"}", None),
     ],
 )
 def test_bad_requests_are_400_never_422_or_500(gateway: Server, body: bytes, param: str | None) -> None:
@@ -75,7 +86,7 @@ def test_n_above_one_on_cascade_says_why(gateway: Server) -> None:
 
 def test_body_too_large_is_413(gateway: Server) -> None:
     big = b'{"model": "cascade", "messages": [{"role": "user", "content": "' + b"x" * (5 * 1024 * 1024) + b'"}]}'
-    assert_openai_error(post(gateway, content=big), 413)
+    assert_openai_error(post(gateway, content=big, headers={"content-type": "application/json"}), 413)
 
 
 def test_unknown_route_is_404_in_openai_shape(gateway: Server) -> None:

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -166,3 +167,82 @@ def test_shadow_share_sends_accepted_requests_to_the_teacher_too(
     assert metric_sum(gateway, "cascade_shadow_agreement_total") == 1  # "from student" vs "from teacher": no
     text = httpx.get(gateway.root + "/metrics").text
     assert 'cascade_shadow_agreement_total{agree="false"} 1.0' in text
+
+
+def test_the_clients_request_id_is_kept_beside_the_gateways_never_as_the_key(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server
+) -> None:
+    """Two requests with one x-request-id leave two records; a long or hostile id and a NUL in a message are
+    stored (in PostgreSQL, which refuses NULs in text) instead of failing the batch."""
+    schema = f"ids_{uuid.uuid4().hex[:10]}"
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/test?schema={schema}"
+    config = gateway_config(fake_student.url, fake_teacher.url)
+    config["log_store"] = {"url": url, "flush_interval_s": 0.05}
+    gateway = start_gateway(config)
+    try:
+        sent = []
+        for header, text in (
+            ("same-id", "hello"),
+            ("same-id", "hello again"),
+            ("sp aced\tout" + "x" * 200, "a NUL \x00 inside"),
+        ):
+            response = httpx.post(
+                gateway.url + "/chat/completions",
+                json={"model": "cascade", "messages": [{"role": "user", "content": text}]},
+                headers={"x-request-id": header},
+                timeout=30,
+            )
+            assert response.status_code == 200
+            sent.append(response.headers["x-request-id"])
+        logged = {record.request_id: record for record in wait_for_records(url, 3)}
+        assert set(logged) == set(sent) and len(set(sent)) == 3
+        assert [logged[i].client_request_id for i in sent] == ["same-id", "same-id", "spacedout" + "x" * 119]
+        assert logged[sent[2]].messages == [{"role": "user", "content": "a NUL \ufffd inside"}]
+    finally:
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-c",
+                f"DROP SCHEMA IF EXISTS {schema} CASCADE",
+            ],
+            check=False,
+            capture_output=True,
+        )
+
+
+def test_a_stream_without_its_usage_chunk_is_still_counted(logged_gateway: tuple[Server, str]) -> None:
+    """An upstream dying mid-stream, or a client leaving after the last delta, must not log 0 tokens and $0."""
+    gateway, url = logged_gateway
+    estimated = metric_sum(gateway, "cascade_usage_estimated_total")
+    body = {"model": "teacher-model", "stream": True}
+    with httpx.stream(
+        "POST",
+        gateway.url + "/chat/completions",
+        json={**body, "messages": [{"role": "user", "content": "teacher=die"}]},
+        timeout=30,
+    ) as died:
+        assert "error" in died.read().decode()  # the client is told its answer was cut
+    with httpx.stream(
+        "POST",
+        gateway.url + "/chat/completions",
+        json={**body, "messages": [{"role": "user", "content": "teacher=hold"}]},
+        timeout=30,
+    ) as held:
+        for line in held.iter_lines():  # the whole answer; then the client hangs up before the usage chunk
+            if '"finish_reason":"stop"' in line:
+                break
+    found = {record.messages[0]["content"]: record for record in wait_for_records(url, 2)}  # type: ignore[index]
+    for script, tokens in (("teacher=die", 2), ("teacher=hold", 4)):
+        teacher = found[script].teacher
+        assert teacher is not None and teacher.completion_tokens == tokens, script
+        assert teacher.prompt_tokens and found[script].cost_usd, script
+    deadline = time.monotonic() + 5
+    while metric_sum(gateway, "cascade_usage_estimated_total") < estimated + 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)

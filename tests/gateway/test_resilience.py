@@ -106,15 +106,33 @@ def test_request_limits_are_400_with_param(
     assert response.status_code == 400 and response.json()["error"]["param"] == param
 
 
-def test_wrong_content_type_is_400(gateway: Server) -> None:
-    response = post(gateway, content=b"<xml/>", headers={"content-type": "application/xml"})
-    assert response.status_code == 400 and "content-type" in response.json()["error"]["message"]
-
-
-def test_curl_default_content_type_with_a_json_body_is_served(gateway: Server) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/xml",
+        "text/plain",  # what a web page's form or fetch() may send cross-site without a CORS preflight
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",  # also curl's default for -d
+        "multipart/form-data; boundary=x",
+        None,  # fetch() with an untyped Blob body
+    ],
+)
+def test_a_body_not_declared_json_is_refused_before_any_upstream_call(
+    gateway: Server, fake_student: Server, content_type: str | None
+) -> None:
     body = b'{"model": "cascade", "messages": [{"role": "user", "content": "hi"}]}'
-    response = post(gateway, content=body, headers={"content-type": "application/x-www-form-urlencoded"})
-    assert response.status_code == 200
+    before = received(fake_student)
+    response = post(gateway, content=body, headers={"content-type": content_type} if content_type else {})
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_media_type" and "application/json" in error["message"]
+    assert received(fake_student) == before
+
+
+def test_json_media_types_are_served(gateway: Server) -> None:
+    body = b'{"model": "cascade", "messages": [{"role": "user", "content": "hi"}]}'
+    for content_type in ("application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
+        assert post(gateway, content=body, headers={"content-type": content_type}).status_code == 200
 
 
 def test_official_client_gets_degraded_answer_streamed(gateway: Server) -> None:

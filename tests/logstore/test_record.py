@@ -16,6 +16,7 @@ EXPORT_KEYS = {
     "request_id",
     "time",
     "caller_key_id",
+    "client_request_id",
     "messages",
     "params",
     "redacted",

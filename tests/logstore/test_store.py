@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,12 +17,16 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from logstore import LogWriter, export, iter_records, make_engine, migrate, stats
+from logstore import LogRecord, LogWriter, export, iter_records, make_engine, migrate, stats
 from logstore.db import MIGRATIONS, delete_older_than
 from logstore.parquet import SCHEMA
 from logstore.schema import metadata
 from tests.logstore.helpers import make_record, settings, stored_ids
 from tests.logstore.test_record import EXPORT_KEYS
+
+
+async def read_all(url: str) -> list[LogRecord]:
+    return [record async for record in iter_records(url)]
 
 
 def _head() -> str:
@@ -205,7 +210,7 @@ def test_export_and_stats_cover_exactly_the_window(store_url: str, tmp_path: Pat
     assert jsonl_count == parquet_count == 6
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sorted(line["request_id"] for line in lines) == ["a1", "a2", "a3", "e1", "e2", "p1"]
-    assert all(set(line) == EXPORT_KEYS and line["schema_version"] == 1 for line in lines)
+    assert all(set(line) == EXPORT_KEYS and line["schema_version"] == 2 for line in lines)
     assert not list(tmp_path.glob("*.partial"))
 
     table = pq.read_table(tmp_path / "out.parquet")
@@ -247,12 +252,18 @@ def test_a_record_postgresql_refuses_is_set_aside_and_the_rest_are_stored(pg_url
         await writer.start()
         for i in range(9):
             writer.submit(make_record(f"ok-{i}"))
-        writer.submit(make_record("bad", text="a NUL \x00 byte PostgreSQL text cannot hold"))
+        writer.submit(replace(make_record("bad"), caller_key_id="k" * 200))  # longer than its varchar(128)
+        writer.submit(make_record("nul", text="a NUL \x00 byte PostgreSQL text cannot hold: stored as U+FFFD"))
         await writer.close()
         return writer
 
     writer = asyncio.run(scenario())
-    assert sorted(asyncio.run(stored_ids(pg_url))) == [f"ok-{i}" for i in range(9)]
-    assert (writer.rejected, writer.durable) == (1, 9)
+    assert sorted(asyncio.run(stored_ids(pg_url))) == sorted([*(f"ok-{i}" for i in range(9)), "nul"])
+    assert (writer.rejected, writer.durable) == (1, 10)
+    [nul] = [record for record in asyncio.run(read_all(pg_url)) if record.request_id == "nul"]
+    assert (
+        nul.teacher is not None
+        and nul.teacher.text == "a NUL \ufffd byte PostgreSQL text cannot hold: stored as U+FFFD"
+    )
     rejected = (tmp_path / "spool" / "slot-0" / "rejected.jsonl").read_text().splitlines()
     assert [json.loads(line)["row"]["request_id"] for line in rejected] == ["bad"]

@@ -1,0 +1,95 @@
+"""Shutdown with work in flight (a real `cascade serve` sent SIGTERM): every accepted request leaves a record and
+every admitted request frees its concurrency slot, however the grace period ends."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.conftest import TEACHER_MODEL, GatewayFactory, Server, gateway_config, stop
+from tests.gateway.test_keys import REDIS_URL, Keys
+from tests.gateway.test_log_records import records
+
+
+def received(server: Server) -> int:
+    return len(httpx.get(server.root + "/_stats").json()["received"])
+
+
+def wait_until_received(server: Server, count: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while received(server) < count:
+        assert time.monotonic() < deadline, "the upstream never got the request"
+        time.sleep(0.05)
+
+
+def config_for(fake_student: Server, fake_teacher: Server, folder: Path, **server: float) -> dict:
+    config = gateway_config(fake_student.url, fake_teacher.url)
+    config["teacher"]["read_timeout_s"] = 30.0  # the slow teacher (5 s) answers unless shutdown cuts it
+    config["server"] = server
+    config["log_store"] = {"url": f"sqlite+aiosqlite:///{folder / 'log.db'}", "spool_dir": str(folder / "spool")}
+    return config
+
+
+def test_a_request_cut_by_the_shutdown_grace_is_logged_and_frees_its_slot(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    keys = Keys(f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}")
+    key, plain = keys.create("one-at-a-time", max_concurrent=1)
+    config = config_for(fake_student, fake_teacher, tmp_path, shutdown_grace_s=1.0)
+    config["auth"] = {"enabled": True, "redis_url": REDIS_URL, "key_cache_s": 0}
+    config["log_store"]["url"] = keys.url
+    gateway = start_gateway(config)
+    request_id = f"cut-{uuid.uuid4().hex}"
+    outcome: list[object] = []
+
+    def slow_request() -> None:
+        try:
+            outcome.append(
+                httpx.post(
+                    gateway.url + "/chat/completions",
+                    json={"model": TEACHER_MODEL, "messages": [{"role": "user", "content": "teacher=slow"}]},
+                    headers={"authorization": f"Bearer {plain}", "x-request-id": request_id},
+                    timeout=30,
+                ).status_code
+            )
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    before = received(fake_teacher)
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    wait_until_received(fake_teacher, before + 1)
+    slots = redis.Redis.from_url(REDIS_URL)
+    assert slots.zcard(f"cascade:slots:{key.id}:") == 1
+    stop(gateway.proc)  # SIGTERM: uvicorn waits shutdown_grace_s, then cancels the request
+    thread.join()
+    assert slots.zcard(f"cascade:slots:{key.id}:") == 0  # not held until the slot's expiry
+    [record] = [record for record in records(keys.url) if record.client_request_id == request_id]
+    assert record.status == "cancelled" and record.decision == "bypass"
+
+
+def test_a_shadow_in_flight_at_shutdown_is_logged_without_the_teacher(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    config = config_for(fake_student, fake_teacher, tmp_path, shadow_drain_s=0.5)
+    config["log_store"]["shadow_share"] = 1.0
+    gateway = start_gateway(config)
+    before = received(fake_teacher)
+    started = time.monotonic()
+    answer = httpx.post(  # the student is sure: accepted; its shadow asks the slow teacher
+        gateway.url + "/chat/completions",
+        json={"model": "cascade", "messages": [{"role": "user", "content": "teacher=slow"}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.headers["x-cascade-tier"] == "student"
+    wait_until_received(fake_teacher, before + 1)
+    stop(gateway.proc)
+    assert time.monotonic() - started < 5  # not held for the teacher's 5 s
+    [record] = records(config["log_store"]["url"])
+    assert record.shadow and record.decision == "accept" and record.request_id == answer.headers["x-request-id"]
+    assert record.teacher is not None and record.teacher.text is None
