@@ -193,7 +193,13 @@ class LogStoreSettings(_Section):
     flush_interval_s: float = Field(
         default=0.25, gt=0, le=60, description="Longest time a record waits in memory before it is written"
     )
-    queue_max: int = Field(default=100_000, ge=1, description="Records held in memory at most; beyond, dropped")
+    queue_max: int = Field(default=100_000, ge=1, description="Records held in memory at most; beyond, spooled")
+    queue_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Bytes of records held in memory at most (an escalation with top-20 logprobs is 0.5-1 MB); "
+        "beyond, records go straight to the spool",
+    )
     retention_days: float | None = Field(
         default=90, gt=0, description="Delete records older than this many days (null keeps them forever)"
     )

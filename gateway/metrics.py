@@ -138,6 +138,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.log_queue_bytes = Gauge(
+            "cascade_log_queue_bytes",
+            "Approximate bytes of the log records waiting in memory (bounded by log_store.queue_max_bytes)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.log_spool_bytes = Gauge(
             "cascade_log_spool_bytes",
             "Bytes of log records spooled to disk while the database is away",
@@ -146,7 +152,7 @@ class Metrics:
         )
         self.log_dropped = Gauge(
             "cascade_log_dropped_records",
-            "Log records dropped because the in-memory queue was full",
+            "Log records dropped: the in-memory queue was full and spilling to the spool fell as far behind",
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -245,8 +251,9 @@ class Metrics:
         self.tokens.labels(call.model, "completion").inc(call.completion_tokens)
         self.cost.labels(call.model).inc(call.cost_usd)
 
-    def observe_log(self, queue_depth: int, spool_bytes: int, dropped: int) -> None:
+    def observe_log(self, queue_depth: int, queue_bytes: int, spool_bytes: int, dropped: int) -> None:
         self.log_queue_depth.set(queue_depth)
+        self.log_queue_bytes.set(queue_bytes)
         self.log_spool_bytes.set(spool_bytes)
         self.log_dropped.set(dropped)
 

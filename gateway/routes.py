@@ -191,5 +191,5 @@ async def readyz(request: Request) -> Response:
 async def metrics_endpoint(request: Request, metrics: MetricsDep) -> Response:
     writer = request.app.state.log_writer
     if writer is not None:
-        metrics.observe_log(writer.queue_depth, writer.spool_bytes, writer.dropped)
+        metrics.observe_log(writer.queue_depth, writer.queued_bytes, writer.spool_bytes, writer.dropped)
     return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -84,6 +84,13 @@ class TokenLogprobs:
         return int(self.logprobs.shape[0])
 
     @property
+    def approx_bytes(self) -> int:
+        """About the memory it holds: the arrays, and ~64 bytes per token string (a small Python str and its
+        list slot); top-20 token strings of a long answer run to 0.5-1 MB."""
+        strings = (len(self.tokens) if self.tokens is not None else 0) + sum(map(len, self.top_tokens or ()))
+        return int(self.logprobs.nbytes + self.top_logprobs.nbytes) + 64 * strings
+
+    @property
     def k(self) -> int:
         return int(self.top_logprobs.shape[1])
 
@@ -233,6 +240,18 @@ class LogRecord:
                 f"decision {self.decision!r} contradicts reason {self.reason!r} "
                 f"(expected {DECISION_OF_REASON[self.reason]!r})"
             )
+
+    @property
+    def approx_bytes(self) -> int:
+        """About the memory it holds (the writer bounds its queue by this): texts, messages, token arrays."""
+        size = 2048  # the dataclass, its dicts and small fields
+        for message in self.messages or ():
+            content = message.get("content") if isinstance(message, dict) else None
+            size += 64 + (len(content) if isinstance(content, str) else len(str(content or "")))
+        for answer in (self.student, self.teacher):
+            if answer is not None:
+                size += len(answer.text or "") + (answer.logprobs.approx_bytes if answer.logprobs is not None else 0)
+        return size
 
     def to_export_dict(self) -> dict[str, Any]:
         """The dataset form (schema in docs/log-store.md): JSON-ready, the same keys for every record."""

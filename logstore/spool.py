@@ -11,12 +11,16 @@ off when the spool is opened again.
 One process owns a spool folder at a time (an exclusive ``flock``, released when the process ends).
 Writers sharing a ``spool_dir`` (the workers of ``cascade serve --workers N``) each take the first free
 slot folder ``slot-0``, ``slot-1``, ... (:func:`open_slot`), so a restarted worker takes over, and replays,
-the slot a dead one left. The methods block on disk I/O: the writer calls them
-through ``asyncio.to_thread``.
+the slot a dead one left; slots no live writer holds and that still hold rows (left by a scale-down, 4 -> 2
+workers, or by a pod a rollout deleted when the folder is a shared volume) are adopted and replayed too
+(:func:`orphan_slots`). An append that fails midway (a full disk) is cut back before anything else is
+written, and a row that cannot be serialised is set aside alone. The methods block on disk I/O: the writer
+calls them through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -34,7 +38,10 @@ class SpoolInUse(RuntimeError):
     """Another live process holds this spool folder."""
 
 
-def open_slot(base: Path, slots: int = 64) -> Spool:
+SLOTS = 64
+
+
+def open_slot(base: Path, slots: int = SLOTS) -> Spool:
     """The first spool slot under ``base`` that no other live process holds."""
     for index in range(slots):
         try:
@@ -42,6 +49,24 @@ def open_slot(base: Path, slots: int = 64) -> Spool:
         except SpoolInUse:
             continue
     raise SpoolInUse(f"all {slots} spool slots under {base} are in use; give these writers another spool_dir")
+
+
+def orphan_slots(base: Path, own: Spool, slots: int = SLOTS) -> list[Spool]:
+    """The other slots under ``base`` that no live process holds and that still hold rows, now held by us."""
+    found = []
+    for index in range(slots):
+        folder = base / f"slot-{index}"
+        if folder == own.path.parent or not (folder / "spool.jsonl").exists():
+            continue
+        try:
+            spool = Spool(folder)
+        except SpoolInUse:
+            continue
+        if spool.records:
+            found.append(spool)
+        else:
+            spool.close()
+    return found
 
 
 class Spool:
@@ -65,16 +90,35 @@ class Spool:
     def pending_bytes(self) -> int:
         return self._size - self.offset
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows and fsync: once this returns, the rows survive a crash."""
-        if not rows:
-            return
-        data = b"".join(orjson.dumps(row_to_spool(row)) + b"\n" for row in rows)
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def append(self, rows: list[dict[str, Any]]) -> int:
+        """Append rows and fsync: once this returns, the rows survive a crash. Returns how many were appended:
+        a row that cannot be serialised goes to rejected.jsonl instead, alone. A failed write (a full disk)
+        is cut back to the last whole line and raised: nothing of it counts, nothing torn stays."""
+        lines = []
+        for row in rows:
+            try:
+                lines.append(orjson.dumps(row_to_spool(row)) + b"\n")
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                log.error(
+                    "log store spool: set aside record %s that cannot be serialised: %s", row.get("request_id"), exc
+                )
+                self.reject([row], f"cannot be serialised: {exc}")
+        if not lines:
+            return 0
+        data = b"".join(lines)
+        if self._file.seek(0, os.SEEK_END) != self._size:  # a torn earlier write that could not be cut back
+            self._file.truncate(self._size)
+        try:
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.truncate(self._size)
+            raise
         self._size += len(data)
-        self.records += len(rows)
+        self.records += len(lines)
+        return len(lines)
 
     def read(self, limit: int) -> tuple[list[dict[str, Any]], int, int]:
         """Up to ``limit`` rows from the replay offset, the offset just after them and the lines consumed."""
@@ -113,7 +157,13 @@ class Spool:
 
     def reject(self, rows: list[dict[str, Any]], why: str) -> None:
         """Keep rows the database refused (bad data) aside in rejected.jsonl, for a person to look at."""
-        lines = [orjson.dumps({"why": why, "row": row_to_spool(row)}, default=str) + b"\n" for row in rows]
+        lines = []
+        for row in rows:
+            try:
+                line = orjson.dumps({"why": why, "row": row_to_spool(row)}, default=str)
+            except Exception:  # whatever cannot be written as it is is written as its repr
+                line = orjson.dumps({"why": why, "row": repr(row)})
+            lines.append(line + b"\n")
         self.reject_lines(lines)
 
     def reject_lines(self, lines: list[bytes]) -> None:

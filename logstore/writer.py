@@ -11,8 +11,11 @@ What a crash (SIGKILL, power loss) can lose: only records not yet stored, i.e. t
 A record is stored (counted in :attr:`LogWriter.durable`) once its batch is committed or fsync'd to the
 spool. While the writer keeps up, that is at most the records submitted during the last
 ``flush_interval_s`` plus those submitted while the current batch is being written; a writer that has
-fallen behind also holds up to ``queue_max`` queued records. When the queue is full, ``submit`` drops the
-record and counts it in :attr:`LogWriter.dropped` (blocking the request path instead would stall serving).
+fallen behind (a slow database) holds at most ``queue_max`` records and ``queue_max_bytes`` bytes in its
+queue: beyond either, ``submit`` spills the record straight to the spool (off the event loop), and later
+batches follow it there, so memory stays bounded and nothing is dropped while the disk keeps up. Only when
+the spills themselves fall ``queue_max_bytes`` behind (a disk slower than the traffic) is a record dropped,
+counted in :attr:`LogWriter.dropped` (blocking the request path instead would stall serving).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from cascade.config import LogStoreSettings
 from logstore.db import delete_older_than, insert_rows, make_engine, migrate
 from logstore.record import LogRecord, redact
 from logstore.schema import record_to_row
-from logstore.spool import Spool, open_slot
+from logstore.spool import Spool, open_slot, orphan_slots
 
 log = logging.getLogger("cascade.logstore")
 
@@ -75,9 +78,14 @@ class LogWriter:
         self.write_timeout_s = write_timeout_s
         self.retry_max_s = retry_max_s
         self.retention_every_s = retention_every_s
-        self._queue: asyncio.Queue[LogRecord] = asyncio.Queue(maxsize=settings.queue_max)
+        self._queue: asyncio.Queue[tuple[LogRecord, int]] = asyncio.Queue(maxsize=settings.queue_max)
+        self._queued_bytes = 0
+        self._spilling_bytes = 0
+        self._spills: set[asyncio.Task[None]] = set()
         self._engine: AsyncEngine | None = None
         self._spool: Spool | None = None
+        self._orphans: list[Spool] = []  # slots a gone writer left with rows in them: replayed after ours
+        self._spool_lock = asyncio.Lock()  # spills append while the batch task appends, reads and commits
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
@@ -90,20 +98,47 @@ class LogWriter:
         self.dropped = 0
         self.rejected = 0
         self.replayed = 0
+        self.spilled = 0
 
     # -- the caller's side -------------------------------------------------------------------------------
 
     def submit(self, record: LogRecord) -> None:
-        """Queue a record for writing; never blocks, never raises (a full queue drops it, counted)."""
+        """Queue a record for writing; never blocks, never raises (a full queue spills it to the spool)."""
         try:
             if self._closed:
                 raise RuntimeError("the log writer is closed")
-            self._queue.put_nowait(record)
+            size = record.approx_bytes
             self.submitted += 1
+            if self._queue.full() or (self._queued_bytes and self._queued_bytes + size > self.settings.queue_max_bytes):
+                self._spill(record, size)
+                return
+            self._queue.put_nowait((record, size))
+            self._queued_bytes += size
         except Exception as exc:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.error("log store: dropped %d record(s) so far (%s)", self.dropped, exc or type(exc).__name__)
+            self._drop(1, exc)
+
+    def _drop(self, count: int, why: object) -> None:
+        self.dropped += count
+        if self.dropped == count or self.dropped % 1000 < count:
+            log.error("log store: dropped %d record(s) so far (%s)", self.dropped, why or type(why).__name__)
+
+    def _spill(self, record: LogRecord, size: int) -> None:
+        """The queue is full: write this record to the spool now, off the event loop (bounded too)."""
+        if self._spool is None or self._spilling_bytes + size > self.settings.queue_max_bytes:
+            self._drop(1, "the queue is full and the spool is that far behind too")
+            return
+        self._spilling_bytes += size
+
+        async def spill() -> None:
+            try:
+                await self._to_spool(self._rows([record]))
+                self.spilled += 1
+            finally:
+                self._spilling_bytes -= size
+
+        task = asyncio.get_running_loop().create_task(spill())
+        self._spills.add(task)
+        task.add_done_callback(self._spills.discard)
 
     @property
     def queue_depth(self) -> int:
@@ -111,19 +146,30 @@ class LogWriter:
 
     @property
     def spool_bytes(self) -> int:
-        return self._spool.pending_bytes if self._spool is not None else 0
+        return sum(spool.pending_bytes for spool in self._spools)
 
     @property
     def spool_records(self) -> int:
-        return self._spool.records if self._spool is not None else 0
+        return sum(spool.records for spool in self._spools)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def _spools(self) -> list[Spool]:
+        return ([self._spool] if self._spool is not None else []) + self._orphans
 
     # -- life cycle ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the spool, migrate the database (if reachable; retried later if not), start the batch task."""
         self._spool = await asyncio.to_thread(open_slot, Path(self.settings.spool_dir))
-        if self._spool.records:
-            log.warning("log store: %d spooled record(s) to replay", self._spool.records)
+        self._orphans = await asyncio.to_thread(orphan_slots, Path(self.settings.spool_dir), self._spool)
+        if self.spool_records:
+            log.warning(
+                "log store: %d spooled record(s) to replay (%d slot(s) adopted)", self.spool_records, len(self._orphans)
+            )
         self._engine = make_engine(self.settings.url, timeout_s=self.write_timeout_s)
         await self._ensure_migrated()
         self._task = asyncio.create_task(self._run(), name="logstore-writer")
@@ -137,13 +183,16 @@ class LogWriter:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention
-        if self._task is not None:
-            await self._task
+        for _ in range(2):  # spills still in flight go in before the last replay, and any made during it after
+            if self._spills:
+                await asyncio.wait(set(self._spills))
+            if self._task is not None:
+                await self._task
         self._closed = True
         if self._engine is not None:
             await self._engine.dispose()
-        if self._spool is not None:
-            self._spool.close()
+        for spool in self._spools:
+            spool.close()
 
     async def purge(self, now: datetime | None = None) -> int:
         """Delete records older than ``retention_days``; return how many (0 when retention is off)."""
@@ -201,7 +250,8 @@ class LogWriter:
                 batch.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
-        return batch
+        self._queued_bytes -= sum(size for _, size in batch)
+        return [record for record, _ in batch]
 
     def _rows(self, batch: list[LogRecord]) -> list[dict[str, Any]]:
         rows = []
@@ -229,29 +279,37 @@ class LogWriter:
     async def _to_spool(self, rows: list[dict[str, Any]]) -> None:
         assert self._spool is not None
         try:
-            await asyncio.to_thread(self._spool.append, rows)
-        except Exception:
-            self.dropped += len(rows)
+            async with self._spool_lock:
+                appended = await asyncio.to_thread(self._spool.append, rows)
+        except Exception as exc:
             log.exception("log store: could not spool %d record(s); they are lost", len(rows))
+            self._drop(len(rows), exc)
             return
-        self.durable += len(rows)
+        self.durable += appended
+        self.rejected += len(rows) - appended
 
     async def _replay(self) -> None:
-        """Move spooled rows into the database in order, one chunk per transaction, for one flush interval."""
-        assert self._spool is not None
-        spool = self._spool
+        """Move spooled rows into the database in order (our slot's, then adopted slots'), one chunk per
+        transaction, for one flush interval."""
         until = time.monotonic() + self.settings.flush_interval_s
-        while spool.records and (time.monotonic() < until or self._closing):
-            rows, end, lines = await asyncio.to_thread(spool.read, self.settings.batch_size)
-            try:
-                await self._insert(rows)
-            except Exception as exc:
-                self._database_away(exc)
+        for spool in list(self._spools):
+            while spool.records and (time.monotonic() < until or self._closing):
+                async with self._spool_lock:
+                    rows, end, lines = await asyncio.to_thread(spool.read, self.settings.batch_size)
+                try:
+                    await self._insert(rows)
+                except Exception as exc:
+                    self._database_away(exc)
+                    return
+                async with self._spool_lock:
+                    await asyncio.to_thread(spool.commit, end, lines)
+                self.replayed += len(rows)
+            if spool.records:
                 return
-            await asyncio.to_thread(spool.commit, end, lines)
-            self.replayed += len(rows)
-        if not spool.records:
-            log.warning("log store: spool replayed; writing to the database again")
+            if spool is not self._spool:  # an adopted slot is empty: let it go
+                self._orphans.remove(spool)
+                await asyncio.to_thread(spool.close)
+        log.warning("log store: spool replayed; writing to the database again")
 
     async def _insert(self, rows: list[dict[str, Any]]) -> int:
         """Insert rows in one transaction; rows the database refuses as bad data go one by one to rejected.

@@ -267,3 +267,13 @@ def test_limit_counters_survive_a_redis_restart(rendered: Objects, overlay: str)
     claim = data["persistentVolumeClaim"]["claimName"]
     assert find(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert redis["spec"]["strategy"]["type"] == "Recreate"  # one writer of the file at a time
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_spool_outlives_the_gateway_pods(rendered: Objects, overlay: str) -> None:
+    """Records spooled while PostgreSQL is away must survive a rollout: a shared claim, not an emptyDir."""
+    objects = rendered[overlay]
+    spec = pod_spec(find(objects, "Deployment", "cascade-gateway"))
+    [spool] = [volume for volume in spec["volumes"] if volume["name"] == "spool"]
+    claim = find(objects, "PersistentVolumeClaim", spool["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every replica's workers lock their own slot in it

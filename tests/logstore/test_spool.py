@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from logstore import spool as spool_module
 from logstore.schema import record_to_row
-from logstore.spool import Spool, open_slot
+from logstore.spool import Spool, open_slot, orphan_slots
 from tests.logstore.helpers import make_record
 
 
@@ -65,3 +67,53 @@ def test_writers_sharing_a_spool_dir_take_free_slots(tmp_path: Path) -> None:
     assert again.path.parent.name == "slot-0"
     again.close()
     second.close()
+
+
+def test_a_write_that_fails_midway_is_cut_back_and_the_next_stays_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: the torn bytes must not glue onto the next record, nor let a commit truncate unreplayed rows."""
+    spool = Spool(tmp_path)
+    spool.append(_rows("a", 2))
+    real_fsync = spool_module.os.fsync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        spool.append(_rows("lost", 3))
+    monkeypatch.setattr(spool_module.os, "fsync", real_fsync)
+    spool.append(_rows("b", 2))
+    assert spool.records == 4
+    rows, end, lines = spool.read(2)
+    spool.commit(end, lines)  # a commit before the end must keep what follows
+    rows, end, lines = spool.read(100)
+    assert [row["request_id"] for row in rows] == ["b0", "b1"] and lines == 2
+    assert not (tmp_path / "rejected.jsonl").exists()  # no unreadable line anywhere
+
+
+def test_a_row_that_cannot_be_serialised_is_set_aside_alone(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    rows = _rows("a", 3)
+    rows[1]["params"] = {"weird": object()}
+    assert spool.append(rows) == 2
+    stored, _, _ = spool.read(100)
+    assert [row["request_id"] for row in stored] == ["a0", "a2"]
+    [rejected] = (tmp_path / "rejected.jsonl").read_text().splitlines()
+    assert "cannot be serialised" in rejected and "a1" in rejected
+
+
+def test_slots_left_by_gone_writers_are_adopted(tmp_path: Path) -> None:
+    """4 workers -> 2: the rows spooled in slot-2 and slot-3 must be replayed by someone."""
+    held = [open_slot(tmp_path) for _ in range(4)]
+    held[2].append(_rows("c", 2))
+    held[3].append(_rows("d", 1))
+    for spool in held[1:]:
+        spool.close()  # workers 1-3 are gone; worker 0 lives on
+    mine = open_slot(tmp_path)  # a new worker takes slot-1 (empty)
+    assert mine.path.parent.name == "slot-1"
+    orphans = orphan_slots(tmp_path, mine)
+    assert sorted(spool.path.parent.name for spool in orphans) == ["slot-2", "slot-3"]
+    assert orphan_slots(tmp_path, held[0]) == []  # held by the adopter now
+    assert sum(spool.records for spool in orphans) == 3

@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,9 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from logstore import LogRecord, LogWriter, export, iter_records, make_engine, migrate, stats
+from logstore import writer as writer_module
 from logstore.db import MIGRATIONS, delete_older_than
 from logstore.parquet import SCHEMA
-from logstore.schema import metadata
+from logstore.schema import metadata, record_to_row
+from logstore.spool import Spool, open_slot
 from tests.logstore.helpers import make_record, settings, stored_ids
 from tests.logstore.test_record import EXPORT_KEYS
 
@@ -267,3 +270,53 @@ def test_a_record_postgresql_refuses_is_set_aside_and_the_rest_are_stored(pg_url
     )
     rejected = (tmp_path / "spool" / "slot-0" / "rejected.jsonl").read_text().splitlines()
     assert [json.loads(line)["row"]["request_id"] for line in rejected] == ["bad"]
+
+
+def test_a_slow_database_cannot_grow_memory_past_the_byte_bound(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Escalations are large (top-20 logprobs): the queue holds queue_max_bytes at most, the rest is spilled to the
+    spool as it comes, and every record still reaches the database."""
+    big = make_record("big", text="x" * 200_000)
+    assert big.approx_bytes > 200_000
+    real_insert = writer_module.insert_rows
+
+    async def slow_insert(connection: Any, rows: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.5)  # a database that takes half a second per transaction
+        await real_insert(connection, rows)
+
+    monkeypatch.setattr(writer_module, "insert_rows", slow_insert)
+
+    async def scenario() -> tuple[LogWriter, int]:
+        writer = LogWriter(settings(store_url, tmp_path, queue_max_bytes=1024 * 1024))
+        await writer.start()
+        peak = 0
+        for i in range(40):  # 8 MB at 200 records/s: far more than the database takes
+            writer.submit(replace(big, request_id=f"big-{i}"))
+            peak = max(peak, writer.queued_bytes)
+            await asyncio.sleep(0.005)
+        await writer.close()
+        return writer, peak
+
+    writer, peak = asyncio.run(scenario())
+    assert peak <= 1024 * 1024
+    assert writer.spilled > 0 and writer.dropped == 0 and writer.durable == 40
+    assert sorted(asyncio.run(stored_ids(store_url))) == sorted(f"big-{i}" for i in range(40))
+
+
+def test_slots_a_scale_down_left_are_replayed_by_the_next_writer(store_url: str, tmp_path: Path) -> None:
+    base = tmp_path / "spool"
+    held = [open_slot(base) for _ in range(3)]
+    held[2].append([record_to_row(make_record(f"left-{i}")) for i in range(3)])
+    for spool in held:
+        spool.close()  # 3 workers -> 1: slot-2's rows have no writer any more
+
+    async def scenario() -> None:
+        writer = LogWriter(settings(store_url, tmp_path))
+        await writer.start()
+        writer.submit(make_record("new"))
+        await writer.close()
+
+    asyncio.run(scenario())
+    assert sorted(asyncio.run(stored_ids(store_url))) == ["left-0", "left-1", "left-2", "new"]
+    assert Spool(base / "slot-2").records == 0
