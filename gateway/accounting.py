@@ -54,6 +54,7 @@ class Accountant:
         if self.writer is None:
             return
         if self._wants_shadow(exchange):
+            self._write(exchange, shadow_pending=True)  # kept even if the gateway dies before the teacher answers
             self._spawn(self._shadow(exchange))
             return
         self._write(exchange)
@@ -63,10 +64,10 @@ class Accountant:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _write(self, exchange: Exchange, shadow: TierCall | None = None) -> None:
+    def _write(self, exchange: Exchange, shadow: TierCall | None = None, shadow_pending: bool = False) -> None:
         assert self.writer is not None
         try:
-            record = to_log_record(exchange, shadow)
+            record = to_log_record(exchange, shadow, shadow_pending)
         except Exception:  # a record that cannot be built must not take the gateway down; it is counted
             log.exception("could not build the log record of request %s", exchange.request_id)
             self.metrics.log_record_errors.inc()
@@ -84,7 +85,7 @@ class Accountant:
         )
 
     async def _shadow(self, exchange: Exchange) -> None:
-        """Ask the teacher the same question; log the record with both answers, whatever the teacher does."""
+        """Ask the teacher the same question; complete the request's record with its answer, whatever it does."""
         call = TierCall("teacher", self.teacher.model, self.teacher.settings.price)
         body = self.teacher.body(exchange.request, stream=False)
         body.pop("stream_options", None)
@@ -100,11 +101,7 @@ class Accountant:
             self.metrics.observe_shadow(call, agree)
         except Exception as exc:
             call.error = str(exc)
-        except asyncio.CancelledError:  # shutting down: the record is kept, without the teacher's answer
-            call.error = "cancelled: the gateway shut down before the teacher answered the shadow call"
-            self._write(exchange, call)
-            raise
-        self._write(exchange, call)
+        self._write(exchange, call)  # completes the pending record (cancelled at shutdown: it stays pending)
 
     async def close(self) -> None:
         """Give shadows and limit updates in flight ``shadow_drain_s``, cancel the rest (a cancelled shadow still

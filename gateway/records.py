@@ -26,9 +26,12 @@ def _answer(call: TierCall | None) -> TierAnswer | None:
     )
 
 
-def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogRecord | None:
-    """The record of a routed or pinned request; None for requests rejected before any routing."""
-    if exchange.reason is None:
+def to_log_record(exchange: Exchange, shadow: TierCall | None = None, shadow_pending: bool = False) -> LogRecord | None:
+    """The record of a request whose body was read (and whose key, if any, was accepted): routed, pinned, or
+    refused or cancelled before routing (reason ``not_routed``); None before that. ``shadow`` is the finished
+    shadow call; ``shadow_pending`` marks the record written while it runs (completed later by the writer)."""
+    reason = exchange.reason or ("not_routed" if exchange.requested_model else None)
+    if reason is None:
         return None
     request: dict[str, Any] = exchange.request
     signals = dict(exchange.signals)
@@ -40,8 +43,8 @@ def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogReco
     return LogRecord(
         request_id=exchange.request_id,
         time=datetime.fromtimestamp(exchange.created, UTC),
-        decision=DECISION_OF_REASON[exchange.reason],  # type: ignore[arg-type]
-        reason=exchange.reason,  # type: ignore[arg-type]
+        decision=DECISION_OF_REASON[reason],  # type: ignore[arg-type]
+        reason=reason,  # type: ignore[arg-type]
         tier=tier,  # type: ignore[arg-type]
         messages=request.get("messages"),
         params={key: value for key, value in request.items() if key != "messages"},
@@ -56,6 +59,6 @@ def to_log_record(exchange: Exchange, shadow: TierCall | None = None) -> LogReco
         error=exchange.error,
         degraded=exchange.degraded,
         duration_s=exchange.duration_s,
-        shadow=shadow is not None,
+        shadow=shadow is not None or shadow_pending,
         stream=bool(request.get("stream")),
     )

@@ -128,15 +128,34 @@ async def migrate(url: str, *, timeout_s: float = 30.0) -> None:
 
 
 def _insert_ignoring_duplicates(dialect_name: str) -> Any:
-    if dialect_name == "postgresql":
-        return postgresql.insert(log_records).on_conflict_do_nothing(index_elements=["request_id"])
-    return sqlite.insert(log_records).on_conflict_do_nothing(index_elements=["request_id"])
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    return insert(log_records).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+def _insert_completing_shadows(dialect_name: str) -> Any:
+    """A shadow's answer completes the record written while it ran (whose teacher is still empty), once."""
+    statement = (postgresql.insert if dialect_name == "postgresql" else sqlite.insert)(log_records)
+    columns = {c.name: statement.excluded[c.name] for c in log_records.columns if c.name != "request_id"}
+    return statement.on_conflict_do_update(
+        index_elements=["request_id"], set_=columns, where=log_records.c.teacher_model.is_(None)
+    )
+
+
+def completes_a_shadow(row: dict[str, Any]) -> bool:
+    return bool(row["shadow"]) and row["teacher_model"] is not None
 
 
 async def insert_rows(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert rows (from :func:`logstore.schema.record_to_row`); a request id already stored is skipped."""
-    if rows:
-        await connection.execute(_insert_ignoring_duplicates(connection.dialect.name), rows)
+    """Insert rows (from :func:`logstore.schema.record_to_row`); a request id already stored is skipped, except
+    that a shadow's answer completes its pending record (a record is written before its shadow call returns,
+    so that a crash cannot lose it)."""
+    plain = [row for row in rows if not completes_a_shadow(row)]
+    shadows = [row for row in rows if completes_a_shadow(row)]
+    dialect = connection.dialect.name
+    if plain:
+        await connection.execute(_insert_ignoring_duplicates(dialect), plain)
+    if shadows:
+        await connection.execute(_insert_completing_shadows(dialect), shadows)
 
 
 async def delete_older_than(

@@ -18,11 +18,19 @@ import numpy as np
 
 Token = str | int
 Decision = Literal["accept", "escalate", "bypass"]
-Reason = Literal["confident", "not_confident", "pre_routed", "student_down", "student_context", "pinned"]
+Reason = Literal["confident", "not_confident", "pre_routed", "student_down", "student_context", "pinned", "not_routed"]
 Tier = Literal["student", "teacher"]
 
 DECISIONS: tuple[str, ...] = ("accept", "escalate", "bypass")
-REASONS: tuple[str, ...] = ("confident", "not_confident", "pre_routed", "student_down", "student_context", "pinned")
+REASONS: tuple[str, ...] = (
+    "confident",
+    "not_confident",
+    "pre_routed",
+    "student_down",
+    "student_context",
+    "pinned",
+    "not_routed",
+)
 TIERS: tuple[str, ...] = ("student", "teacher")
 # What the router did, by reason: the teacher answered for all but a confident student or a pinned model.
 DECISION_OF_REASON: dict[str, str] = {
@@ -32,6 +40,7 @@ DECISION_OF_REASON: dict[str, str] = {
     "student_down": "escalate",
     "student_context": "escalate",  # the prompt was longer than the student's context
     "pinned": "bypass",
+    "not_routed": "bypass",  # parsed and authenticated, then refused (limits, bounds) or cancelled before routing
 }
 
 EXPORT_SCHEMA_VERSION = 2

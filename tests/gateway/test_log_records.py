@@ -77,11 +77,16 @@ def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str], 
         if stream:
             list(raw.parse())
         ids[key] = raw.headers["x-request-id"]
-    with pytest.raises(openai.BadRequestError):  # rejected before routing: no record
+    with pytest.raises(openai.BadRequestError) as refused:  # refused before routing: recorded as such
         client.chat.completions.create(model="cascade", messages=[{"role": "user", "content": "x"}], n=2)
+    ids["refused"] = refused.value.response.headers["x-request-id"]
 
-    by_id = {record.request_id: record for record in wait_for_records(url, 5)}
+    by_id = {record.request_id: record for record in wait_for_records(url, 6)}
     assert set(by_id) == set(ids.values())
+    not_routed = by_id[ids["refused"]]
+    assert (not_routed.decision, not_routed.reason, not_routed.tier) == ("bypass", "not_routed", None)
+    assert (not_routed.status, not_routed.http_status) == ("error", 400) and "n > 1" in (not_routed.error or "")
+    assert not_routed.student is None and not_routed.teacher is None and not_routed.cost_usd == 0
 
     accepted = by_id[ids["accepted"]]
     assert (accepted.decision, accepted.reason, accepted.tier) == ("accept", "confident", "student")
@@ -111,7 +116,7 @@ def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str], 
     summary = asyncio.run(stats(url))
     metrics_cost = metric_sum(gateway, "cascade_cost_usd_total")
     assert summary.cost_usd == pytest.approx(metrics_cost)
-    assert summary.requests == 5
+    assert summary.requests == 6  # the refused one included
     # `cascade log stats --cost` recomputes the spend from the logged token counts and the config's prices.
     command = [
         sys.executable,
@@ -161,7 +166,11 @@ def test_shadow_share_sends_accepted_requests_to_the_teacher_too(
         json={"model": "cascade", "messages": [{"role": "user", "content": "hello"}]},
     )
     assert raw.headers["x-cascade-tier"] == "student"
-    [record] = wait_for_records(url, 1)
+    deadline = time.monotonic() + 10
+    while (record := wait_for_records(url, 1)[0]).teacher is None:  # written at once; completed by the shadow
+        assert record.shadow and time.monotonic() < deadline
+        time.sleep(0.1)
+    assert len(records(url)) == 1  # completed in place: one record per request
     assert record.shadow and record.decision == "accept" and record.tier == "student"
     assert record.teacher is not None and record.teacher.text == "Answer from teacher."
     assert metric_sum(gateway, "cascade_shadow_agreement_total") == 1  # "from student" vs "from teacher": no

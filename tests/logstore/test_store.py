@@ -320,3 +320,23 @@ def test_slots_a_scale_down_left_are_replayed_by_the_next_writer(store_url: str,
     asyncio.run(scenario())
     assert sorted(asyncio.run(stored_ids(store_url))) == ["left-0", "left-1", "left-2", "new"]
     assert Spool(base / "slot-2").records == 0
+
+
+def test_a_shadows_answer_completes_its_pending_record_once(store_url: str, tmp_path: Path) -> None:
+    accepted = make_record("s1", decision="accept", reason="confident", tier="student")
+    pending = replace(accepted, shadow=True)  # written when the answer went out
+    completed = replace(pending, teacher=make_record("t").teacher)  # the shadow's answer
+    later = replace(completed, teacher=replace(completed.teacher, text="a second answer must not replace it"))  # type: ignore[type-var]
+
+    async def scenario() -> list[LogRecord]:
+        writer = LogWriter(settings(store_url, tmp_path))
+        await writer.start()
+        for record in (pending, completed, later, replace(accepted, status="error")):
+            writer.submit(record)
+            await asyncio.sleep(0.1)  # separate batches, as in the gateway
+        await writer.close()
+        return await read_all(store_url)
+
+    [stored] = asyncio.run(scenario())
+    assert stored.shadow and stored.status == "ok"
+    assert stored.teacher is not None and stored.teacher.text == "The capital of France is Paris."
