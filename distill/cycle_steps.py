@@ -13,7 +13,7 @@ from cascade.config import Settings
 from distill import dataset as ds
 from distill.cycle import DistillError, target_of
 from distill.gate import EvalMetrics, decide, evaluate, load_student
-from distill.promote import PromotionError, Registry, promote, set_gateway_threshold
+from distill.promote import PromotionError, Registry, Version, promote, set_gateway_threshold
 from distill.train import TrainResult, train
 from router.agreement import get_agreement
 
@@ -111,17 +111,20 @@ def _recalibrate(settings: Settings, metrics: list[EvalMetrics]) -> dict[str, An
     }
 
 
-def _apply_threshold(settings: Settings, outcome: Outcome) -> None:
-    """Send the certified threshold to the gateway with the new student (only when one was certified)."""
+def apply_threshold(settings: Settings, outcome: Outcome, registry: Registry, version: Version) -> None:
+    """Send the certified threshold to the gateway with the new student (only when one was certified); the one
+    it replaces is kept in the version's manifest, for a rollback to restore."""
     result = (outcome.calibration or {}).get("result")
     target = target_of(settings)
     if result is None or target.gateway_admin_url is None:
         return
+    threshold = float(result["threshold"])
     try:
-        set_gateway_threshold(target.gateway_admin_url, float(result["threshold"]), target.gateway_admin_key)
+        before = set_gateway_threshold(target.gateway_admin_url, threshold, target.gateway_admin_key)
     except PromotionError as exc:  # the new student serves; the old threshold stays, and the report says so
         outcome.reasons.append(f"recalibrated threshold not applied: {exc}")
         return
+    registry.annotate(version, threshold=threshold, threshold_before=before)
     assert outcome.calibration is not None
     outcome.calibration["message"] = outcome.calibration["message"].replace(
         "; set router.threshold to apply it", "; applied to the gateway"
@@ -178,7 +181,7 @@ def gate_and_promote(
     except PromotionError as exc:
         raise DistillError(f"the candidate passed the gate but promotion failed: {exc}") from None
     outcome.version, outcome.model_name = version.name, version.model_name
-    _apply_threshold(settings, outcome)
+    apply_threshold(settings, outcome, registry, version)
     if d.method == "full":
         outcome.reasons.append(f"full model registered at {version.path}: restart the student server on it")
     shutil.rmtree(candidate, ignore_errors=True)

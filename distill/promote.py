@@ -12,8 +12,11 @@ Promoting a LoRA candidate: copy it to the next version folder, load it into the
 ``<student model>-distill-vNNNN``, switch the gateway's student model (``POST {gateway}/admin/student
 {"model": NAME}``) when ``distill.gateway_admin_url`` is set, then move the ``current`` pointer. Rollback
 points the gateway (and ``current``) back to the previous version, loading its adapter again if vLLM has
-forgotten it (e.g. after a restart). A fully fine-tuned student cannot be hot-swapped: it is registered and
-the report says to restart the student server on its folder.
+forgotten it (e.g. after a restart), and gives the gateway back the router threshold it had before the
+rolled-back version was promoted (recorded in that version's manifest as ``threshold_before``). A promotion
+that fails after loading its adapter unloads it again, and a new version's name is always loaded afresh, so a
+retry never serves the weights of an earlier failed attempt under the same name. A fully fine-tuned student
+cannot be hot-swapped: it is registered and the report says to restart the student server on its folder.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from serving.vllm import bearer, load_lora_adapter
+from serving.vllm import bearer, load_lora_adapter, unload_lora_adapter
 
 BASE = "base"
 MANIFEST = "manifest.json"
@@ -111,6 +114,12 @@ class Registry:
         os.replace(staging, self.root / name)
         return Version(name, self.root / name, manifest)
 
+    def annotate(self, version: Version, **fields: Any) -> Version:
+        """Add fields to a version's manifest (replaced atomically)."""
+        manifest = {**version.manifest, **fields}
+        _write_atomic(version.path / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        return Version(version.name, version.path, manifest)
+
     def set_current(self, name: str | None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.root / "current", (name or BASE) + "\n")
@@ -139,18 +148,30 @@ def served_models(student_url: str, api_key: str | None = None, timeout_s: float
     return {model["id"] for model in response.json().get("data", [])}
 
 
-def ensure_loaded(student_url: str, version: Version, api_key: str | None = None) -> None:
-    """Load the version's adapter into the vLLM student unless it already serves that name."""
+def ensure_loaded(student_url: str, version: Version, api_key: str | None = None, fresh: bool = False) -> None:
+    """Load the version's adapter into the vLLM student unless it already serves that name; ``fresh``: a name
+    it serves already is a leftover of an earlier attempt, unloaded first."""
     if version.model_name in served_models(student_url, api_key):
-        return
+        if not fresh:
+            return
+        unload(student_url, version.model_name, api_key)
     try:
         load_lora_adapter(student_url, version.model_name, version.path.resolve(), api_key=api_key)
     except (RuntimeError, httpx.HTTPError) as exc:
         raise PromotionError(f"loading {version.model_name} into the student at {student_url}: {exc}") from None
 
 
-def _post_admin(admin_url: str, path: str, body: dict[str, Any], key: str | None, what: str, timeout_s: float) -> None:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+def unload(student_url: str, name: str, api_key: str | None = None) -> None:
+    try:
+        unload_lora_adapter(student_url, name, api_key=api_key)
+    except (RuntimeError, httpx.HTTPError) as exc:
+        raise PromotionError(f"unloading {name} from the student at {student_url}: {exc}") from None
+
+
+def _post_admin(
+    admin_url: str, path: str, body: dict[str, Any], key: str | None, what: str, timeout_s: float
+) -> dict[str, Any]:
+    headers = bearer(key)
     url = f"{admin_url.rstrip('/')}{path}"
     try:
         response = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
@@ -158,13 +179,18 @@ def _post_admin(admin_url: str, path: str, body: dict[str, Any], key: str | None
         raise PromotionError(f"{what} at {url}: {exc}") from None
     if response.status_code >= 300:
         raise PromotionError(f"{what} at {url}: HTTP {response.status_code}: {response.text}")
+    answer = response.json()
+    return answer if isinstance(answer, dict) else {}
 
 
-def set_gateway_threshold(admin_url: str, threshold: float, key: str | None, timeout_s: float = 10.0) -> None:
-    """``POST {admin_url}/admin/threshold {"threshold": t}``: the recalibrated threshold for the new student."""
-    _post_admin(
+def set_gateway_threshold(admin_url: str, threshold: float, key: str | None, timeout_s: float = 10.0) -> float | None:
+    """``POST {admin_url}/admin/threshold {"threshold": t}``: the recalibrated threshold for the new student;
+    returns the threshold it replaced."""
+    answer = _post_admin(
         admin_url, "/admin/threshold", {"threshold": threshold}, key, "setting the gateway's threshold", timeout_s
     )
+    previous = answer.get("previous")
+    return float(previous) if isinstance(previous, int | float) else None
 
 
 def switch_gateway(
@@ -207,15 +233,23 @@ def promote(
             "created": datetime.now(UTC).isoformat(),
         },
     )
+    loaded = False
     try:
         if method == "lora" and target.hot_swap:
-            ensure_loaded(target.student_url, version, target.student_api_key)
+            ensure_loaded(target.student_url, version, target.student_api_key, fresh=True)
+            loaded = True
             if target.gateway_admin_url:
                 switch_gateway(
                     target.gateway_admin_url, version.model_name, target.gateway_admin_key, version.path.resolve()
                 )
-    except PromotionError:
-        shutil.rmtree(version.path)  # never served: the next attempt registers it again under the same name
+    except PromotionError as exc:
+        # Never served: the next attempt registers it again under the same name, and must not find these weights.
+        if loaded:
+            try:
+                unload(target.student_url, version.model_name, target.student_api_key)
+            except PromotionError as leftover:
+                raise PromotionError(f"{exc}; and {leftover} (the next attempt replaces it)") from None
+        shutil.rmtree(version.path)
         raise
     registry.set_current(version.name)
     registry.prune(keep)
@@ -223,7 +257,8 @@ def promote(
 
 
 def rollback(registry: Registry, target: Target) -> tuple[Version, Version | None]:
-    """Serve the previous version again (None: the base model); returns (rolled back, now serving)."""
+    """Serve the previous version again (None: the base model), with the router threshold it was served with;
+    returns (rolled back, now serving)."""
     current = registry.current()
     if current is None:
         raise PromotionError(f"registry {registry.root}: the base model is serving; there is nothing to roll back")
@@ -235,5 +270,8 @@ def rollback(registry: Registry, target: Target) -> tuple[Version, Version | Non
             name, path = previous.model_name, previous.path.resolve()
         if target.gateway_admin_url:
             switch_gateway(target.gateway_admin_url, name, target.gateway_admin_key, path)
+    before = current.manifest.get("threshold_before")
+    if target.gateway_admin_url and isinstance(before, int | float):
+        set_gateway_threshold(target.gateway_admin_url, float(before), target.gateway_admin_key)
     registry.set_current(previous.name if previous else None)
     return current, previous

@@ -63,6 +63,7 @@ async def get_state(cascade: CascadeDep) -> dict[str, object]:
         "teacher_model": cascade.teacher.model,
         "alias": cascade.alias,
         "student_adapter": {"name": adapter.name, "path": adapter.path, "missing": adapter.missing},
+        "router": {"signal": cascade.routing.threshold.signal_name, "threshold": cascade.routing.threshold.threshold},
     }
 
 

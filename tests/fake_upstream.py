@@ -14,7 +14,8 @@ Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role st
 ``GET /_stats`` returns the requests it received and how many were cancelled by their client;
 ``POST /_serve {"model": NAME}`` makes it serve one more model name (as vLLM does for a loaded LoRA adapter);
 ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` does the same as vLLM's endpoint (400 for a name it
-serves already, 404 for a path that does not exist); ``POST /_forget`` forgets every adapter (as a restarted
+serves already, 404 for a path that does not exist), ``POST /v1/unload_lora_adapter {"lora_name"}`` the reverse
+(404 for a name it does not serve), both listed in ``/_stats`` as ``adapter_calls``; ``POST /_forget`` forgets every adapter (as a restarted
 vLLM does). With ``--api-key KEY`` every ``/v1`` route wants ``Authorization: Bearer KEY`` (401 otherwise),
 as vLLM's ``--api-key`` does.
 """
@@ -44,6 +45,7 @@ class FakeUpstream:
         self.cancelled = 0
         self.cancelled_at: float | None = None  # time.time() of the last cancellation
         self.seen_prompts: set[str] = set()
+        self.adapter_calls: list[list[str]] = []  # ["load" | "unload", name], in order
 
     def behaviour(self, body: dict[str, Any]) -> str:
         text = ""
@@ -77,7 +79,12 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": data})
 
     async def stats(self, request: web.Request) -> web.Response:
-        stats = {"received": self.received, "cancelled": self.cancelled, "cancelled_at": self.cancelled_at}
+        stats = {
+            "received": self.received,
+            "cancelled": self.cancelled,
+            "cancelled_at": self.cancelled_at,
+            "adapter_calls": self.adapter_calls,
+        }
         return web.json_response(stats)
 
     async def serve(self, request: web.Request) -> web.Response:
@@ -94,7 +101,16 @@ class FakeUpstream:
         if not path or not Path(path).exists():
             return web.json_response({"error": {"message": f"No adapter found at {path}"}}, status=404)
         self.served.append(name)
+        self.adapter_calls.append(["load", name])
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def unload_lora_adapter(self, request: web.Request) -> web.Response:
+        name = (await request.json()).get("lora_name")
+        if name not in self.served or name == self.model:
+            return web.json_response({"error": {"message": f"The lora adapter '{name}' cannot be found."}}, status=404)
+        self.served.remove(name)
+        self.adapter_calls.append(["unload", name])
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def forget(self, request: web.Request) -> web.Response:
         self.served = [self.model]
@@ -220,6 +236,7 @@ def make_app(model: str, role: str, api_key: str | None = None) -> web.Applicati
     app.router.add_get("/v1/models", fake.models)
     app.router.add_post("/v1/chat/completions", fake.chat)
     app.router.add_post("/v1/load_lora_adapter", fake.load_lora_adapter)
+    app.router.add_post("/v1/unload_lora_adapter", fake.unload_lora_adapter)
     app.router.add_post("/_forget", fake.forget)
     app.router.add_get("/_stats", fake.stats)
     app.router.add_post("/_reset", fake.reset)
