@@ -94,6 +94,12 @@ class UpstreamSettings(_Section):
         description="Largest max_tokens a request may ask of this tier (400 above it); sent when a request sets none",
     )
     max_connections: int = Field(default=256, ge=1, description="Pooled connections to this upstream")
+    keepalive_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Seconds an idle pooled connection is kept; below the server's own idle timeout (vLLM's "
+        "uvicorn closes after 5 s) so the gateway never reuses one the server is closing",
+    )
     price: PriceSettings = Field(default_factory=PriceSettings, description="What this model's tokens cost")
     log_top_logprobs: int = Field(
         default=0, ge=0, le=20, description="Teacher: top-k logprobs asked on escalations and logged for distillation"

@@ -85,7 +85,9 @@ class Upstream:
         return body
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.settings.max_connections, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self.settings.max_connections, ttl_dns_cache=300, keepalive_timeout=self.settings.keepalive_s
+        )
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
 
     async def close(self) -> None:
@@ -102,8 +104,9 @@ class Upstream:
     def _fail(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
             return UpstreamTimeout(f"the {self.name} model server timed out", upstream=self.name)
-        # Nothing reached the model when the connection could not even be opened: safe to retry.
-        retryable = isinstance(exc, aiohttp.ClientConnectorError)
+        # Safe to retry: nothing reached the model when the connection could not even be opened, and a pooled
+        # connection the server closed as it was reused (its idle timeout) dropped the request unanswered.
+        retryable = isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError)
         return UpstreamUnavailable(
             f"the {self.name} model server is unreachable", upstream=self.name, retryable=retryable
         )
