@@ -346,6 +346,12 @@ class AuthSettings(_Section):
         default=None, description="redis://HOST:PORT/DB for limit counters shared by replicas (else in memory)"
     )
     key_cache_s: float = Field(default=10.0, ge=0, description="Seconds a looked-up key is cached (revocation delay)")
+    key_outage_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="While the key store (the log database) is unreachable, a key confirmed this recently is still "
+        "accepted (0: every request gets 503 once the cache expires)",
+    )
 
 
 class Settings(BaseSettings):

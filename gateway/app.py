@@ -64,7 +64,9 @@ def create_app(settings: Settings) -> FastAPI:
     writer = LogWriter(settings.log_store)
     app.state.log_writer = writer
     keys, counters = _auth_services(settings)
-    app.state.authenticator = Authenticator(keys, settings.auth.key_cache_s) if keys is not None else None
+    app.state.authenticator = (
+        Authenticator(keys, settings.auth.key_cache_s, settings.auth.key_outage_s) if keys is not None else None
+    )
     app.state.limiter = limiter = Limiter(counters) if counters is not None else None
     accountant = Accountant(
         metrics,

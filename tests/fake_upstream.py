@@ -15,7 +15,8 @@ Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role st
 ``POST /_serve {"model": NAME}`` makes it serve one more model name (as vLLM does for a loaded LoRA adapter);
 ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` does the same as vLLM's endpoint (400 for a name it
 serves already, 404 for a path that does not exist), ``POST /v1/unload_lora_adapter {"lora_name"}`` the reverse
-(404 for a name it does not serve), both listed in ``/_stats`` as ``adapter_calls``; ``POST /_forget`` forgets every adapter (as a restarted
+(404 for a name it does not serve), both listed in ``/_stats`` as ``adapter_calls``; ``POST /_behave
+{"behaviour": "limited"}`` gives every request that behaviour (an outage; ``null`` ends it); ``POST /_forget`` forgets every adapter (as a restarted
 vLLM does). With ``--api-key KEY`` every ``/v1`` route wants ``Authorization: Bearer KEY`` (401 otherwise),
 as vLLM's ``--api-key`` does.
 """
@@ -46,8 +47,11 @@ class FakeUpstream:
         self.cancelled_at: float | None = None  # time.time() of the last cancellation
         self.seen_prompts: set[str] = set()
         self.adapter_calls: list[list[str]] = []  # ["load" | "unload", name], in order
+        self.override: str | None = None  # POST /_behave: one behaviour for every request (an outage)
 
     def behaviour(self, body: dict[str, Any]) -> str:
+        if self.override:
+            return self.override
         text = ""
         for message in body.get("messages", []):
             if message.get("role") == "user" and isinstance(message.get("content"), str):
@@ -111,6 +115,10 @@ class FakeUpstream:
         self.served.remove(name)
         self.adapter_calls.append(["unload", name])
         return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    async def behave(self, request: web.Request) -> web.Response:
+        self.override = (await request.json()).get("behaviour")
+        return web.json_response({"behaviour": self.override})
 
     async def forget(self, request: web.Request) -> web.Response:
         self.served = [self.model]
@@ -238,6 +246,7 @@ def make_app(model: str, role: str, api_key: str | None = None) -> web.Applicati
     app.router.add_post("/v1/load_lora_adapter", fake.load_lora_adapter)
     app.router.add_post("/v1/unload_lora_adapter", fake.unload_lora_adapter)
     app.router.add_post("/_forget", fake.forget)
+    app.router.add_post("/_behave", fake.behave)
     app.router.add_get("/_stats", fake.stats)
     app.router.add_post("/_reset", fake.reset)
     app.router.add_post("/_serve", fake.serve)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from gateway.auth import UNKNOWN_IDS_CACHED, Authenticator
+import pytest
+
+from gateway.auth import UNKNOWN_IDS_CACHED, Authenticator, KeyStoreUnavailable
 from logstore.keys import ApiKey
 
 
@@ -60,3 +62,38 @@ def test_no_cache_when_the_cache_time_is_zero() -> None:
 
     asyncio.run(run())
     assert store.lookups == [real.id] * 3  # a revocation takes effect at once
+
+
+class FailingStore(CountingStore):
+    """The key store's database is away once ``down`` is set."""
+
+    down = False
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        if self.down:
+            raise ConnectionRefusedError("the database is away")
+        return await super().get(key_id)
+
+
+def test_a_key_confirmed_before_a_key_store_outage_is_still_accepted() -> None:
+    real = ApiKey(id="0123456789ab", name="team", secret_sha256="0" * 64)
+    store = FailingStore(real)
+    auth = Authenticator(store, cache_s=0, outage_s=60)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        assert await auth._lookup(real.id) == real
+        store.down = True
+        assert await auth._lookup(real.id) == real  # the database is away: the last confirmation stands
+        with pytest.raises(KeyStoreUnavailable):
+            await auth._lookup("ffffffffffff")  # never confirmed: cannot be let in
+
+    asyncio.run(run())
+    strict = Authenticator(FailingStore(real), cache_s=0, outage_s=0)  # type: ignore[arg-type]
+
+    async def run_strict() -> None:
+        assert await strict._lookup(real.id) == real
+        strict.keys.down = True  # type: ignore[attr-defined]
+        with pytest.raises(KeyStoreUnavailable):
+            await strict._lookup(real.id)
+
+    asyncio.run(run_strict())
