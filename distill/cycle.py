@@ -30,12 +30,11 @@ from filelock import FileLock, Timeout
 
 from cascade.config import Settings, safe_url
 from distill import dataset as ds
+from distill.errors import DistillError
+
+__all__ = ["CycleResult", "DistillError", "rollback", "run_cycle"]
 
 Status = Literal["promoted", "kept", "nothing_to_do"]
-
-
-class DistillError(RuntimeError):
-    """The cycle cannot go on; the message says why. The command exits non-zero."""
 
 
 @dataclass(slots=True)
@@ -71,20 +70,6 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def target_of(settings: Settings) -> Any:
-    from distill.promote import Target
-
-    d = settings.distill
-    return Target(
-        student_url=settings.student.url,
-        base_model_name=settings.student.model,
-        hot_swap=d.hot_swap,
-        gateway_admin_url=d.gateway_admin_url,
-        gateway_admin_key=d.gateway_admin_key or settings.server.admin_key,
-        student_api_key=settings.student.api_key,
-    )
 
 
 def run_cycle(
@@ -263,12 +248,12 @@ def _push(
 
 def rollback(settings: Settings) -> str:
     """Serve the previous registry version again; returns what was done."""
-    from distill.promote import PromotionError, Registry
+    from distill.promote import PromotionError, Registry, Target
     from distill.promote import rollback as registry_rollback
 
     with cycle_lock(settings):
         try:
-            rolled, now = registry_rollback(Registry(settings.distill.registry_dir), target_of(settings))
+            rolled, now = registry_rollback(Registry(settings.distill.registry_dir), Target.of(settings))
         except PromotionError as exc:
             raise DistillError(str(exc)) from None
     serving = f"{now.name} ({now.model_name})" if now else f"the base model ({settings.student.model})"

@@ -11,9 +11,9 @@ from typing import Any
 
 from cascade.config import Settings
 from distill import dataset as ds
-from distill.cycle import DistillError, target_of
+from distill.errors import DistillError
 from distill.gate import EvalMetrics, decide, evaluate, load_student
-from distill.promote import PromotionError, Registry, Version, promote, set_gateway_threshold
+from distill.promote import PromotionError, Registry, Target, Version, promote, set_gateway_threshold
 from distill.train import TrainResult, train
 from router.agreement import get_agreement
 
@@ -115,7 +115,7 @@ def apply_threshold(settings: Settings, outcome: Outcome, registry: Registry, ve
     """Send the certified threshold to the gateway with the new student (only when one was certified); the one
     it replaces is kept in the version's manifest, for a rollback to restore."""
     result = (outcome.calibration or {}).get("result")
-    target = target_of(settings)
+    target = Target.of(settings)
     if result is None or target.gateway_admin_url is None:
         return
     threshold = float(result["threshold"])
@@ -173,7 +173,7 @@ def gate_and_promote(
         version = promote(
             registry,
             candidate,
-            target_of(settings),
+            Target.of(settings),
             d.method,
             d.keep_versions,
             {"run_id": run_id, "base_model": str(d.base_model), "metrics": metrics},

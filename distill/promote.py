@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from cascade.config import Settings
 from serving.vllm import bearer, load_lora_adapter, unload_lora_adapter
 
 BASE = "base"
@@ -207,6 +208,18 @@ def switch_gateway(
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a promotion goes: the vLLM student, and the gateway's admin endpoint if any."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Target:
+        d = settings.distill
+        return cls(
+            student_url=settings.student.url,
+            base_model_name=settings.student.model,
+            hot_swap=d.hot_swap,
+            gateway_admin_url=d.gateway_admin_url,
+            gateway_admin_key=d.gateway_admin_key or settings.server.admin_key,
+            student_api_key=settings.student.api_key,
+        )
 
     student_url: str  # OpenAI base URL ending in /v1
     base_model_name: str  # the name vLLM serves the base model under

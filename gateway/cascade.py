@@ -22,7 +22,7 @@ from gateway import streaming
 from gateway.errors import BadRequest, ModelNotFound, UpstreamBadResponse, UpstreamError
 from gateway.exchange import Exchange, TierCall
 from gateway.health import Health
-from gateway.protocol import ChatCompletionRequest, trim_logprobs
+from gateway.protocol import ChatCompletionRequest, ClientAsk, trim_logprobs
 from gateway.routing import Routing
 from gateway.upstream import Completion, Upstream
 
@@ -37,23 +37,6 @@ class Answer:
     stream: AsyncGenerator[bytes, None] | None = None
     replay_as_stream: bool = False
     include_usage: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ClientAsk:
-    """What the client asked to see, which may be less than what the gateway asks of a tier."""
-
-    logprobs: bool
-    top_logprobs: int
-    usage_in_stream: bool
-
-    @classmethod
-    def of(cls, request: ChatCompletionRequest) -> ClientAsk:
-        return cls(
-            logprobs=bool(request.logprobs),
-            top_logprobs=(request.top_logprobs or 0) if request.logprobs else 0,
-            usage_in_stream=bool(request.stream_options and request.stream_options.include_usage),
-        )
 
 
 class Cascade:

@@ -7,6 +7,7 @@ validates what it acts on and passes everything else to whichever tier answers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -128,6 +129,23 @@ def parse_chat_request(
     if request.top_logprobs and not request.logprobs:
         raise BadRequest("top_logprobs requires logprobs to be true", param="top_logprobs")
     return request, data
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAsk:
+    """What the client asked to see, which may be less than what the gateway asks of a tier."""
+
+    logprobs: bool
+    top_logprobs: int
+    usage_in_stream: bool
+
+    @classmethod
+    def of(cls, request: ChatCompletionRequest) -> ClientAsk:
+        return cls(
+            logprobs=bool(request.logprobs),
+            top_logprobs=(request.top_logprobs or 0) if request.logprobs else 0,
+            usage_in_stream=bool(request.stream_options and request.stream_options.include_usage),
+        )
 
 
 def trim_logprobs(choice: dict[str, Any], wanted: bool, top_k: int) -> None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from gateway.errors import UpstreamError, sse_error_event
 from gateway.exchange import TierCall
-from gateway.protocol import trim_logprobs
-
-if TYPE_CHECKING:
-    from gateway.cascade import ClientAsk
+from gateway.protocol import ClientAsk, trim_logprobs
 
 _DONE = b"data: [DONE]"
 

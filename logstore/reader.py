@@ -99,7 +99,7 @@ async def _write_jsonl(records: AsyncIterator[LogRecord], path: Path) -> int:
 
 
 async def _write_parquet(records: AsyncIterator[LogRecord], path: Path) -> int:
-    from logstore import parquet  # pyarrow is an optional dependency (the `parquet` extra)
+    import logstore.parquet as parquet  # pyarrow is an optional dependency (the `parquet` extra)
 
     count = 0
     with parquet.Writer(path) as writer:

@@ -16,9 +16,9 @@ Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role st
 ``POST /v1/load_lora_adapter {"lora_name", "lora_path"}`` does the same as vLLM's endpoint (400 for a name it
 serves already, 404 for a path that does not exist), ``POST /v1/unload_lora_adapter {"lora_name"}`` the reverse
 (404 for a name it does not serve), both listed in ``/_stats`` as ``adapter_calls``; ``POST /_behave
-{"behaviour": "limited"}`` gives every request that behaviour (an outage; ``null`` ends it); ``POST /_forget`` forgets every adapter (as a restarted
-vLLM does). With ``--api-key KEY`` every ``/v1`` route wants ``Authorization: Bearer KEY`` (401 otherwise),
-as vLLM's ``--api-key`` does.
+{"behaviour": "limited"}`` gives every request that behaviour (an outage; ``null`` ends it);
+``POST /_forget`` forgets every adapter (as a restarted vLLM does). With ``--api-key KEY`` every ``/v1``
+route wants ``Authorization: Bearer KEY`` (401 otherwise), as vLLM's ``--api-key`` does.
 """
 
 from __future__ import annotations

@@ -9,16 +9,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from cascade.commands.common import fail, log_store_url
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: create (shown once), list, revoke.")
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (its log_store.url)")]
 UrlOption = Annotated[str | None, typer.Option("--url", help="Log store URL (overrides --config)")]
-
-
-def log_store_url(config: Path | None, url: str | None) -> str:
-    from cascade.cli import log_store_url as resolve
-
-    return resolve(config, url)
 
 
 def _run(url: str, work: Any) -> Any:
@@ -49,7 +45,6 @@ def create(
     url: UrlOption = None,
 ) -> None:
     """Create a key; its plain form is printed once and never stored."""
-    from cascade.cli import fail
 
     if budget_period not in ("day", "month"):
         fail([f"--budget-period must be day or month, got {budget_period!r}"])
@@ -82,7 +77,6 @@ def revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id")], config: ConfigOption = None, url: UrlOption = None
 ) -> None:
     """Revoke a key (gateways stop accepting it within auth.key_cache_s seconds)."""
-    from cascade.cli import fail
 
     if not _run(log_store_url(config, url), lambda store: store.revoke(key_id)):
         fail([f"no active key with id {key_id!r}"])

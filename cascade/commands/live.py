@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from cascade.commands.common import fail, settings_or_exit
 from cascade.config import UpstreamSettings
 
 SUMMARY_KEYS = ("task", "n", "student_quality", "teacher_quality", "oracle_quality", "teacher_only_cost_per_1k_usd")
@@ -33,7 +34,6 @@ def eval_live(
     teacher_from: Path | None = None,
 ) -> dict[str, Any]:
     """Record and evaluate; the short summary for the terminal (the whole result is in the JSON file)."""
-    from cascade.cli import fail, settings_or_exit
     from evaluation.collect import CollectError
     from evaluation.live import run_live
     from evaluation.tasks import TaskError, load_task

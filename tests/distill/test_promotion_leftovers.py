@@ -9,9 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from distill.cycle import target_of
 from distill.cycle_steps import Outcome, apply_threshold
-from distill.promote import PromotionError, Registry, promote, rollback
+from distill.promote import PromotionError, Registry, Target, promote, rollback
 from tests.conftest import GatewayFactory, Server, free_port, gateway_config, start_fake, stop
 from tests.distill.helpers import distill_settings
 
@@ -43,7 +42,7 @@ def test_a_failed_gateway_switch_unloads_the_adapter_it_loaded(student: Server, 
     settings = distill_settings(tmp_path, Path("unused"), student.url, hot_swap=True, gateway_admin_url=dead)
     registry = Registry(settings.distill.registry_dir)
     with pytest.raises(PromotionError, match="switching the gateway's student"):
-        promote(registry, candidate(tmp_path), target_of(settings), "lora", 5, {})
+        promote(registry, candidate(tmp_path), Target.of(settings), "lora", 5, {})
     assert adapter_calls(student) == [["load", NAME], ["unload", NAME]]  # the retry's name is free again
     assert registry.versions() == [] and registry.current() is None
 
@@ -51,7 +50,7 @@ def test_a_failed_gateway_switch_unloads_the_adapter_it_loaded(student: Server, 
 def test_a_new_version_never_reuses_weights_left_under_its_name(student: Server, tmp_path: Path) -> None:
     httpx.post(student.root + "/_serve", json={"model": NAME})  # an earlier attempt's adapter, never unloaded
     settings = distill_settings(tmp_path, Path("unused"), student.url, hot_swap=True)
-    version = promote(Registry(settings.distill.registry_dir), candidate(tmp_path), target_of(settings), "lora", 5, {})
+    version = promote(Registry(settings.distill.registry_dir), candidate(tmp_path), Target.of(settings), "lora", 5, {})
     assert version.model_name == NAME
     assert adapter_calls(student) == [["unload", NAME], ["load", NAME]]  # this version's files, loaded afresh
 
@@ -77,7 +76,7 @@ def test_rollback_gives_the_gateway_back_the_threshold_of_the_version_it_serves_
         gateway_admin_key=ADMIN_KEY,
     )
     registry = Registry(settings.distill.registry_dir)
-    version = promote(registry, candidate(tmp_path), target_of(settings), "lora", 5, {})
+    version = promote(registry, candidate(tmp_path), Target.of(settings), "lora", 5, {})
     outcome = Outcome(
         True, [], calibration={"message": "m; set router.threshold to apply it", "result": {"threshold": 0.8}}
     )
@@ -85,5 +84,5 @@ def test_rollback_gives_the_gateway_back_the_threshold_of_the_version_it_serves_
     assert router_state() == {"student": NAME, "signal": "mean_logprob", "threshold": 0.8}
     assert registry.get("v0001").manifest["threshold_before"] == 0.5  # what the base student was served with
 
-    rollback(registry, target_of(settings))
+    rollback(registry, Target.of(settings))
     assert router_state() == {"student": "tiny-student", "signal": "mean_logprob", "threshold": 0.5}
