@@ -24,7 +24,7 @@ import psutil
 import yaml
 
 from logstore import iter_records
-from tests.conftest import ROOT, free_port, stop, wait_http
+from tests.conftest import ROOT, drop_schema, free_port, stop, wait_http
 
 
 def body(i: int) -> bytes:
@@ -115,8 +115,7 @@ def main() -> None:
             stop(fake)
     logged = asyncio.run(logged_ids(log_url))
     if args.postgres:
-        drop = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", drop], check=False)
+        drop_schema(schema)
     latencies.sort()
     report = {
         "date": time.strftime("%Y-%m-%d"),

@@ -36,7 +36,7 @@ import yaml
 from logstore import iter_records
 from logstore.db import migrate
 from logstore.keys import KeyStore
-from tests.conftest import ROOT, free_port, stop, wait_http
+from tests.conftest import ROOT, drop_schema, free_port, stop, wait_http
 from tests.gateway.test_faults import CuttableProxy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -207,11 +207,7 @@ def main() -> None:
     proxy.close()
     logged = logged_ids(direct)
     held_slots = redis.Redis.from_url(REDIS_URL).zcard(f"cascade:slots:{key_id}:")
-    subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
-        check=False,
-        capture_output=True,
-    )
+    drop_schema(schema)
     stored = set(logged)
     report = {
         "date": time.strftime("%Y-%m-%d"),

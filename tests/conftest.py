@@ -26,6 +26,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def drop_schema(schema: str) -> None:
+    """Drop a test's own schema in the local PostgreSQL (test database, trust auth), whatever it holds."""
+    subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
+        check=False,
+        capture_output=True,
+    )
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

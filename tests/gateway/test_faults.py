@@ -23,7 +23,17 @@ import httpx
 import pytest
 
 from logstore import iter_records
-from tests.conftest import ROOT, STUDENT_MODEL, GatewayFactory, Server, free_port, gateway_config, stop, wait_http
+from tests.conftest import (
+    ROOT,
+    STUDENT_MODEL,
+    GatewayFactory,
+    Server,
+    drop_schema,
+    free_port,
+    gateway_config,
+    stop,
+    wait_http,
+)
 
 
 class CuttableProxy:
@@ -172,17 +182,4 @@ def test_log_database_cut_off_under_load(
         assert sorted(logged) == sorted(request_id for _, request_id in results)  # each exactly once
     finally:
         proxy.close()
-        subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-qc",
-                f'DROP SCHEMA IF EXISTS "{schema}" CASCADE',
-            ],
-            capture_output=True,
-        )
+        drop_schema(schema)

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from logstore import LogRecord, iter_records, stats
-from tests.conftest import STUDENT_MODEL, GatewayFactory, Server, gateway_config
+from tests.conftest import STUDENT_MODEL, GatewayFactory, Server, drop_schema, gateway_config
 
 
 def records(url: str) -> list[LogRecord]:
@@ -208,21 +208,7 @@ def test_the_clients_request_id_is_kept_beside_the_gateways_never_as_the_key(
         assert [logged[i].client_request_id for i in sent] == ["same-id", "same-id", "spacedout" + "x" * 119]
         assert logged[sent[2]].messages == [{"role": "user", "content": "a NUL \ufffd inside"}]
     finally:
-        subprocess.run(
-            [
-                "psql",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-c",
-                f"DROP SCHEMA IF EXISTS {schema} CASCADE",
-            ],
-            check=False,
-            capture_output=True,
-        )
+        drop_schema(schema)
 
 
 def test_a_stream_without_its_usage_chunk_is_still_counted(logged_gateway: tuple[Server, str]) -> None:
