@@ -22,7 +22,6 @@ time per worker. Until it is back, the alias answers per ``router.on_adapter_mis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -138,9 +137,16 @@ class Health:
         return True
 
     async def watch(self, every_s: float) -> None:
+        """Check both tiers every ``every_s``; a check that breaks is logged (once per kind) and tried again."""
+        seen: set[str] = set()
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.check()
+            except Exception as exc:
+                kind = f"{type(exc).__name__}: {exc}"[:200]
+                if kind not in seen:
+                    seen.add(kind)
+                    log.exception("the health check of the tiers failed (retried every %s s)", every_s)
             await asyncio.sleep(every_s)
 
 
