@@ -24,7 +24,7 @@ import psutil
 
 from serving.models import PAIR_NAMES, prepare_pair
 from serving.process import stop_all, wait_ready
-from serving.vllm import VllmOptions, VllmServer
+from serving.vllm import VllmOptions, VllmServer, split_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
@@ -73,6 +73,7 @@ def generation_speed(options: VllmOptions, requests: int, max_tokens: int) -> di
 def bench_pair(pair: str, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     paths = prepare_pair(pair, args.models_dir)
     servers: list[VllmServer] = []
+    cores = split_cores(2)
     for role, model in (("student", paths.student), ("teacher", paths.teacher)):
         options = VllmOptions(
             model_dir=model.path.resolve(),
@@ -83,6 +84,7 @@ def bench_pair(pair: str, args: argparse.Namespace, work_dir: Path) -> dict[str,
             max_model_len=args.max_model_len,
             max_lora_rank=16 if role == "student" else None,
             enforce_eager=args.enforce_eager,
+            cpu_cores=cores[len(servers)],
         )
         servers.append(VllmServer(role, options))
     try:

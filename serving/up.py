@@ -24,7 +24,7 @@ from cascade.config import LocalSettings, Settings, load_settings
 from serving.models import PairPaths, echo, pair_specs, prepare_pair
 from serving.process import ManagedProcess, ProcessFailed, stop_all, wait_ready
 from serving.schedule import DistillSchedule
-from serving.vllm import VllmOptions, VllmServer
+from serving.vllm import VllmOptions, VllmServer, split_cores
 
 _PROVISIONAL = {"url": "http://127.0.0.1:1/v1"}
 
@@ -63,12 +63,14 @@ def server_options(local: LocalSettings, paths: PairPaths) -> tuple[VllmOptions,
         "gpu_memory_utilization": local.gpu_memory_utilization,
         "enforce_eager": local.enforce_eager,
     }
+    student_cores, teacher_cores = split_cores(2) if local.profile == "cpu" else (None, None)
     student = VllmOptions(
         model_dir=paths.student.path.resolve(),
         served_name=paths.student.name,
         port=local.student_port,
         log_path=var_dir / "logs" / "student.log",
         max_lora_rank=local.max_lora_rank,
+        cpu_cores=student_cores,
         **common,
     )
     teacher = VllmOptions(
@@ -76,6 +78,7 @@ def server_options(local: LocalSettings, paths: PairPaths) -> tuple[VllmOptions,
         served_name=paths.teacher.name,
         port=local.teacher_port,
         log_path=var_dir / "logs" / "teacher.log",
+        cpu_cores=teacher_cores,
         **common,
     )
     return student, teacher

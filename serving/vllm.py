@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,7 @@ class VllmOptions:
     gpu_memory_utilization: float = 0.4  # gpu profile
     max_lora_rank: int | None = None  # None: no LoRA; else runtime LoRA loading up to this rank
     enforce_eager: bool = False  # skip graph compilation: starts in about half the time, runs slower
+    cpu_cores: str | None = None  # cpu profile: the cores its worker runs on ("0", "2-3"); None: vLLM's choice
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -80,6 +82,21 @@ def vllm_command(options: VllmOptions, python: str = sys.executable) -> list[str
     return argv + list(options.extra_args)
 
 
+def split_cores(servers: int, cores: Sequence[int] | None = None) -> list[str]:
+    """Give each of ``servers`` vLLM servers on this machine its own share of its cores, as vLLM core lists.
+
+    Left to itself, every CPU vLLM server pins its worker to the same cores (all but the last): two servers on
+    one machine then share one core, and a busy one starves the other (a restarted server waits minutes for
+    CPU time to start). Contiguous slices, the last one takes what does not divide evenly (the teacher's, listed
+    last by callers); with fewer cores than servers they are shared in turn.
+    """
+    usable = sorted(os.sched_getaffinity(0) if cores is None else cores)
+    if len(usable) < servers:
+        return [str(usable[i % len(usable)]) for i in range(servers)]
+    bounds = [i * len(usable) // servers for i in range(servers + 1)]
+    return [",".join(map(str, usable[bounds[i] : bounds[i + 1]])) for i in range(servers)]
+
+
 def vllm_env(options: VllmOptions, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.update(
@@ -91,6 +108,8 @@ def vllm_env(options: VllmOptions, base: dict[str, str] | None = None) -> dict[s
     )
     if options.profile == "cpu":
         env["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
+        if options.cpu_cores is not None:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = options.cpu_cores
     if options.max_lora_rank is not None:
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     return env

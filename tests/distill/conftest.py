@@ -13,7 +13,7 @@ import pytest
 
 from serving.models import prepare_pair
 from serving.process import wait_ready
-from serving.vllm import VllmOptions, VllmServer
+from serving.vllm import VllmOptions, VllmServer, split_cores
 from tests.serving.helpers import LORA_RANK, MODELS_DIR, free_port, say
 
 
@@ -47,6 +47,7 @@ def lora_student(tiny_student: Path, tmp_path_factory: pytest.TempPathFactory) -
         max_model_len=1024,
         kv_cache_gib=1,
         max_lora_rank=LORA_RANK,
+        cpu_cores=split_cores(2)[0],  # beside the tiny pair: the student's cores, not the busy teacher's
         extra_args=("--api-key", STUDENT_KEY),
     )
     server = VllmServer("student", options)

@@ -12,7 +12,7 @@ from typing import Any
 
 from serving.models import PairPaths
 from serving.process import ManagedProcess, stop_all, wait_ready
-from serving.vllm import VllmOptions, VllmServer
+from serving.vllm import VllmOptions, VllmServer, split_cores
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = ROOT / "models"
@@ -44,6 +44,7 @@ def start_pair(paths: PairPaths, var_dir: Path, lora_rank: int | None) -> tuple[
         "max_model_len": 1024,
         "kv_cache_gib": 1,
     }
+    student_cores, teacher_cores = split_cores(2)
     student = VllmServer(
         "student",
         VllmOptions(
@@ -52,6 +53,7 @@ def start_pair(paths: PairPaths, var_dir: Path, lora_rank: int | None) -> tuple[
             port=free_port(),
             log_path=var_dir / "student.log",
             max_lora_rank=lora_rank,
+            cpu_cores=student_cores,
             **common,
         ),
     )
@@ -62,6 +64,7 @@ def start_pair(paths: PairPaths, var_dir: Path, lora_rank: int | None) -> tuple[
             served_name=paths.teacher.name,
             port=free_port(),
             log_path=var_dir / "teacher.log",
+            cpu_cores=teacher_cores,
             **common,
         ),
     )

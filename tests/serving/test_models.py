@@ -13,7 +13,7 @@ import pytest
 
 from serving.convert import GgufSource, MissingPackageError, locate_gguf
 from serving.models import QWEN_CODER_05B, ModelSpec, PairPaths, prepare_model, prepare_pair, verify
-from serving.vllm import VllmOptions, vllm_command, vllm_env
+from serving.vllm import VllmOptions, split_cores, vllm_command, vllm_env
 from tests.serving.helpers import MODELS_DIR, ROOT
 
 
@@ -108,3 +108,13 @@ def test_vllm_command_follows_the_profile(tmp_path: Path) -> None:
     assert cpu_env["VLLM_CPU_KVCACHE_SPACE"] == "1" and cpu_env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert "VLLM_CPU_KVCACHE_SPACE" not in gpu_env
     assert cpu_env["HF_HUB_OFFLINE"] == gpu_env["HF_HUB_OFFLINE"] == "1"
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_env  # vLLM's own choice unless told
+    pinned = VllmOptions(**common, cpu_cores="1")
+    assert vllm_env(pinned, {})["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+
+
+def test_servers_on_one_machine_get_their_own_cores() -> None:
+    assert split_cores(2, [0, 1]) == ["0", "1"]  # not both on core 0, vLLM's default for each
+    assert split_cores(2, [4, 5, 6]) == ["4", "5,6"]  # the last (the teacher) takes the odd core
+    assert split_cores(2, range(16)) == ["0,1,2,3,4,5,6,7", "8,9,10,11,12,13,14,15"]
+    assert split_cores(3, [0, 1]) == ["0", "1", "0"]  # fewer cores than servers: shared in turn

@@ -13,7 +13,7 @@ import pytest
 from distill.promote import Registry, Target, promote, rollback
 from serving.models import PairPaths
 from serving.process import wait_ready
-from serving.vllm import VllmOptions, VllmServer
+from serving.vllm import VllmOptions, VllmServer, split_cores
 from tests.serving.helpers import LORA_RANK, Servers, build_adapter, free_port, say, start_gateway
 
 pytestmark = pytest.mark.timeout(900)
@@ -35,6 +35,7 @@ def keyed_student(tiny_pair: PairPaths, tmp_path_factory: pytest.TempPathFactory
         max_model_len=1024,
         kv_cache_gib=1,
         max_lora_rank=LORA_RANK,
+        cpu_cores=split_cores(2)[0],  # beside the tiny pair: the student's cores, not the busy teacher's
         extra_args=("--api-key", STUDENT_KEY),
     )
     server = VllmServer("keyed-student", options)
