@@ -60,7 +60,7 @@ class Upstream:
         self._complete_timeout = aiohttp.ClientTimeout(
             total=settings.total_timeout_s, sock_connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         )
-        backoff = wait_exponential_jitter(initial=0.05, max=settings.retry_max_wait_s, jitter=0.05)
+        backoff = wait_exponential_jitter(multiplier=0.05, max=settings.retry_max_wait_s, jitter=0.05)
 
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
