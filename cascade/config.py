@@ -215,6 +215,11 @@ class LogStoreSettings(_Section):
     shadow_share: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Share of accepted requests also sent to the teacher, logged"
     )
+    shadow_max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        description="Shadow calls in flight at most; a shadow drawn beyond is skipped (cascade_shadows_skipped_total)",
+    )
     shadow_agreement: Literal["exact", "final_number", "label"] = Field(
         default="exact",
         description="How a shadow's teacher answer is compared with the accepted student answer "

@@ -21,6 +21,7 @@ from gateway.limits import Counters, Limiter, MemoryCounters, RedisCounters
 from gateway.metrics import Metrics
 from gateway.routes import api
 from gateway.routing import Routing
+from gateway.shadows import ShadowSampler
 from gateway.state import StateFile
 from gateway.upstream import Upstream
 from logstore import LogWriter
@@ -68,15 +69,16 @@ def create_app(settings: Settings) -> FastAPI:
         Authenticator(keys, settings.auth.key_cache_s, settings.auth.key_outage_s) if keys is not None else None
     )
     app.state.limiter = limiter = Limiter(counters) if counters is not None else None
-    accountant = Accountant(
-        metrics,
-        writer,
-        teacher,
-        settings.log_store.shadow_share,
-        limiter,
-        get_agreement(settings.log_store.shadow_agreement),
-        shadow_drain_s=settings.server.shadow_drain_s,
-    )
+    accountant = Accountant(metrics, writer, limiter, drain_s=settings.server.shadow_drain_s)
+    if settings.log_store.shadow_share > 0:
+        accountant.shadows = ShadowSampler(
+            teacher,
+            settings.log_store.shadow_share,
+            get_agreement(settings.log_store.shadow_agreement),
+            metrics,
+            accountant.write,
+            settings.log_store.shadow_max_in_flight,
+        )
     app.state.finish_exchange = accountant.finish
     routing = Routing(settings.router, on_error=metrics.router_errors.inc)
     routing.load()

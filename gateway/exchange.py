@@ -71,6 +71,8 @@ class Exchange:
     signals: dict[str, float] = field(default_factory=dict)
     student: TierCall | None = None
     teacher: TierCall | None = None
+    shadow: TierCall | None = None  # the teacher's shadow answer to an accepted request, once it is back
+    shadow_pending: bool = False  # a shadow was sent and has not come back (its record says so meanwhile)
     outcome: str = "ok"  # ok | error | cancelled
     status: int = 200
     error: str | None = None
@@ -79,7 +81,7 @@ class Exchange:
 
     @property
     def calls(self) -> list[TierCall]:
-        return [call for call in (self.student, self.teacher) if call is not None]
+        return [call for call in (self.student, self.teacher, self.shadow) if call is not None]
 
     @property
     def answered_by(self) -> TierCall | None:
@@ -87,7 +89,7 @@ class Exchange:
 
     @property
     def cost_usd(self) -> float:
-        """Escalations pay for both tiers: the student's tokens were spent too."""
+        """Every call the request paid for: an escalation both tiers, a shadowed answer its shadow too."""
         return sum(call.cost_usd for call in self.calls)
 
     def teacher_only_cost_usd(self, teacher_price: PriceSettings) -> float:

@@ -132,6 +132,11 @@ class Metrics:
             ["agree"],
             registry=r,
         )
+        self.shadows_skipped = Counter(
+            "cascade_shadows_skipped_total",
+            "Shadows drawn but not sent: log_store.shadow_max_in_flight were running (the share achieved falls)",
+            registry=r,
+        )
         self.log_queue_depth = Gauge(
             "cascade_log_queue_depth",
             "Log records waiting in memory to be written",

@@ -26,10 +26,10 @@ def _answer(call: TierCall | None) -> TierAnswer | None:
     )
 
 
-def to_log_record(exchange: Exchange, shadow: TierCall | None = None, shadow_pending: bool = False) -> LogRecord | None:
+def to_log_record(exchange: Exchange) -> LogRecord | None:
     """The record of a request whose body was read (and whose key, if any, was accepted): routed, pinned, or
-    refused or cancelled before routing (reason ``not_routed``); None before that. ``shadow`` is the finished
-    shadow call; ``shadow_pending`` marks the record written while it runs (completed later by the writer)."""
+    refused or cancelled before routing (reason ``not_routed``); None before that. A shadowed request's record
+    is written while its shadow runs (``shadow`` true, no teacher answer) and again once it is back."""
     reason = exchange.reason or ("not_routed" if exchange.requested_model else None)
     if reason is None:
         return None
@@ -52,13 +52,13 @@ def to_log_record(exchange: Exchange, shadow: TierCall | None = None, shadow_pen
         client_request_id=exchange.client_request_id,
         signals=signals,
         student=_answer(exchange.student),
-        teacher=_answer(shadow or exchange.teacher),
+        teacher=_answer(exchange.shadow or exchange.teacher),
         cost_usd=exchange.cost_usd,
         status=exchange.outcome,
         http_status=exchange.status,
         error=exchange.error,
         degraded=exchange.degraded,
         duration_s=exchange.duration_s,
-        shadow=shadow is not None or shadow_pending,
+        shadow=exchange.shadow is not None or exchange.shadow_pending,
         stream=bool(request.get("stream")),
     )

@@ -12,6 +12,9 @@ low-score answers, so its estimated quality is too low) and overstates the escal
 escalations are thinned to the same share with a hash of the request id (:func:`kept_share`), independent
 of the gateway's own random draw: every routed request then enters with probability S, the pairs are a
 uniform sample of the traffic and the certificate of :func:`router.calibration.calibrate` is exact.
+The escalations are thinned at the share of accepted requests the window actually shows shadowed, not at S
+itself: a gateway under load may skip shadows (its bound on shadows in flight), and thinning at S would then
+over-represent the escalations again.
 Requests that never reached the student (pre-routed, student down) are in no sample: the certificate is
 about the traffic the student answered.
 
@@ -129,6 +132,7 @@ async def read_log_pairs(
     scores: list[float] = []
     labels: list[bool] = []
     tokens: list[tuple[int, int, int, int]] = []
+    draws: list[float] = []  # an escalated pair's kept_share (kept below the share); -1 for a shadow pair
     n = dict.fromkeys(LogPairCounts.__dataclass_fields__, 0)
     async for record in iter_records(url, since, until):
         n["records"] += 1
@@ -142,23 +146,30 @@ async def read_log_pairs(
         if value is None:
             n["skipped_without_score"] += 1
             continue
-        escalated = not record.shadow
-        if escalated and shadow_share is not None and kept_share(record.request_id) >= shadow_share:
-            n["thinned"] += 1
-            continue
-        n["escalated_pairs" if escalated else "shadow_pairs"] += 1
+        draws.append(-1.0 if record.shadow else kept_share(record.request_id))
         scores.append(value)
         labels.append(agreement(*texts))
         tokens.append(_token_counts(record))
-    counts = LogPairCounts(**{**n, "pairs": len(scores)})
-    if not scores:
+    kept = np.asarray(draws, dtype=np.float64) < _thinning_share(shadow_share, n)
+    escalated = np.asarray(draws, dtype=np.float64) >= 0
+    n |= {"escalated_pairs": int(np.sum(kept & escalated)), "shadow_pairs": int(np.sum(~escalated))}
+    counts = LogPairCounts(**{**n, "thinned": int(np.sum(~kept)), "pairs": int(np.sum(kept))})
+    if not counts.pairs:
         raise LogPairsError(_no_pairs_message(counts, score))
     return LogPairs(
-        np.asarray(scores, dtype=np.float64),
-        np.asarray(labels, dtype=bool),
+        np.asarray(scores, dtype=np.float64)[kept],
+        np.asarray(labels, dtype=bool)[kept],
         counts,
-        np.asarray(tokens, dtype=np.int64).reshape(-1, 4),
+        np.asarray(tokens, dtype=np.int64).reshape(-1, 4)[kept],
     )
+
+
+def _thinning_share(shadow_share: float | None, n: dict[str, int]) -> float:
+    """The share escalations are kept at: the accepted requests' share actually shadowed in the window (what
+    entered the sample), else ``shadow_share``; without ``shadow_share`` every escalation is kept."""
+    if shadow_share is None:
+        return math.inf
+    return n["shadow_records"] / n["accepted"] if n["accepted"] else shadow_share
 
 
 def _token_counts(record: LogRecord) -> tuple[int, int, int, int]:

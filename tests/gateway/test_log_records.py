@@ -151,8 +151,11 @@ def test_client_did_not_ask_for_the_logged_teacher_logprobs(logged_gateway: tupl
 def test_shadow_share_sends_accepted_requests_to_the_teacher_too(
     start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path: Path
 ) -> None:
+    """Shadows are logged in place and paid for once: the log's cost_usd and the metrics' spend agree."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
     config = gateway_config(fake_student.url, fake_teacher.url)
+    config["student"]["price"] = {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+    config["teacher"]["price"] = {"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 20.0}
     config["log_store"] = {
         "url": url,
         "spool_dir": str(tmp_path / "spool"),
@@ -160,22 +163,32 @@ def test_shadow_share_sends_accepted_requests_to_the_teacher_too(
         "shadow_share": 1.0,
     }
     gateway = start_gateway(config)
-    raw = httpx.post(
-        gateway.url + "/chat/completions",
-        timeout=30,
-        json={"model": "cascade", "messages": [{"role": "user", "content": "hello"}]},
-    )
-    assert raw.headers["x-cascade-tier"] == "student"
+    for _ in range(3):
+        raw = httpx.post(
+            gateway.url + "/chat/completions",
+            timeout=30,
+            json={"model": "cascade", "messages": [{"role": "user", "content": "hello"}]},
+        )
+        assert raw.headers["x-cascade-tier"] == "student"
     deadline = time.monotonic() + 10
-    while (record := wait_for_records(url, 1)[0]).teacher is None:  # written at once; completed by the shadow
-        assert record.shadow and time.monotonic() < deadline
+    logged = wait_for_records(url, 3)
+    while any(r.teacher is None for r in logged):  # written at once, then completed by the shadow
+        assert all(r.shadow for r in logged) and time.monotonic() < deadline
         time.sleep(0.1)
-    assert len(records(url)) == 1  # completed in place: one record per request
-    assert record.shadow and record.decision == "accept" and record.tier == "student"
-    assert record.teacher is not None and record.teacher.text == "Answer from teacher."
-    assert metric_sum(gateway, "cascade_shadow_agreement_total") == 1  # "from student" vs "from teacher": no
+        logged = wait_for_records(url, 3)
+    assert len(logged) == 3  # completed in place: one record per request
+    for record in logged:
+        assert record.shadow and record.decision == "accept" and record.tier == "student"
+        assert record.teacher is not None and record.teacher.text == "Answer from teacher."
+        assert record.student is not None and record.cost_usd is not None
+        teacher_cost = (10 * record.teacher.prompt_tokens + 20 * record.teacher.completion_tokens) / 1e6
+        student_cost = (record.student.prompt_tokens + 2 * record.student.completion_tokens) / 1e6
+        assert teacher_cost > 0 and record.cost_usd == pytest.approx(student_cost + teacher_cost)
+    assert sum(r.cost_usd or 0 for r in logged) == pytest.approx(metric_sum(gateway, "cascade_cost_usd_total"))
+    assert metric_sum(gateway, "cascade_shadow_agreement_total") == 3  # "from student" vs "from teacher": no
     text = httpx.get(gateway.root + "/metrics").text
-    assert 'cascade_shadow_agreement_total{agree="false"} 1.0' in text
+    assert 'cascade_shadow_agreement_total{agree="false"} 3.0' in text
+    assert metric_sum(gateway, "cascade_shadows_skipped_total") == 0
 
 
 def test_the_clients_request_id_is_kept_beside_the_gateways_never_as_the_key(

@@ -42,10 +42,11 @@ class Store:
     unscored: int  # escalations logged without a confidence signal
 
 
-def _record(i: int, score: float, agrees: bool, rng: np.random.Generator) -> LogRecord:
-    """One routed request as the gateway logs it: escalated below the threshold, else accepted (maybe shadowed)."""
+def _record(i: int, score: float, agrees: bool, rng: np.random.Generator, share: float = SHADOW_SHARE) -> LogRecord:
+    """One routed request as the gateway logs it: escalated below the threshold, else accepted (shadowed with
+    probability ``share``: below SHADOW_SHARE when the gateway skipped shadows under load)."""
     escalated = score < SERVING_THRESHOLD
-    shadow = not escalated and rng.uniform() < SHADOW_SHARE
+    shadow = not escalated and rng.uniform() < share
     teacher = (
         TierAnswer("teacher-model", "Paris", prompt_tokens=100, completion_tokens=20) if escalated or shadow else None
     )
@@ -82,15 +83,19 @@ async def _write(url: str, folder: Path, records: list[LogRecord]) -> None:
     await writer.close()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    folder = tmp_path_factory.mktemp("log")
+def _traffic(folder: Path, share: float = SHADOW_SHARE) -> tuple[str, list[LogRecord]]:
     url = f"sqlite+aiosqlite:///{folder / 'log.db'}"
     rng = np.random.default_rng(0)
     scores = rng.uniform(size=N)
     agrees = rng.uniform(size=N) < 0.6 + 0.4 * scores
-    records = [_record(i, float(s), bool(a), rng) for i, (s, a) in enumerate(zip(scores, agrees, strict=True))]
+    records = [_record(i, float(s), bool(a), rng, share) for i, (s, a) in enumerate(zip(scores, agrees, strict=True))]
     asyncio.run(_write(url, folder, [*records, *_extra_records()]))
+    return url, records
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    url, records = _traffic(tmp_path_factory.mktemp("log"))
     yield Store(
         url,
         [r.request_id for r in records if r.decision == "escalate"],
@@ -118,8 +123,8 @@ def test_thinned_pairs_certify_the_target_near_the_true_threshold(store: Store, 
     assert json.loads(stdout) == cal
     assert cal["quality_lower_bound"] >= 0.95 and "warning" not in cal
     assert 0.75 <= cal["threshold"] < 0.9  # the true boundary is 0.75
-    kept = sum(_hash_share(i) < SHADOW_SHARE for i in store.escalated_ids)
     counts = cal["source"]["counts"]
+    kept = sum(_hash_share(i) < counts["observed_shadow_share"] for i in store.escalated_ids)  # thinned at it
     assert counts["records"] == N + 6
     assert counts["escalated_pairs"] == kept
     assert counts["thinned"] == len(store.escalated_ids) - kept
@@ -129,6 +134,22 @@ def test_thinned_pairs_certify_the_target_near_the_true_threshold(store: Store, 
     assert abs(counts["observed_shadow_share"] - SHADOW_SHARE) < 0.02
     assert abs(cal["escalation_rate"] - cal["threshold"]) < 0.02  # a uniform sample: P(score < t) = t
     assert cal["source"]["agreement"] == "exact" and cal["source"]["score"] == "confidence"
+
+
+def test_a_gateway_that_skipped_shadows_still_gives_a_uniform_sample(tmp_path: Path) -> None:
+    """Under load the gateway shadowed only half its configured share: the escalations are thinned at the share
+    achieved, so the sample stays uniform (thinned at the configured 0.3 they would be twice too many)."""
+    url, _ = _traffic(tmp_path, share=SHADOW_SHARE / 2)
+    code, stdout, stderr = calibrate(
+        "--from-log", "--log-url", url, "--target-quality", "0.95", "--shadow-share", "0.3"
+    )
+    assert code == 0, stderr
+    cal = json.loads(stdout)
+    counts = cal["source"]["counts"]
+    assert abs(counts["observed_shadow_share"] - SHADOW_SHARE / 2) < 0.02
+    assert abs(counts["escalated_pairs"] / counts["pairs"] - SERVING_THRESHOLD) < 0.03  # P(score < 0.5) = 0.5
+    assert abs(cal["escalation_rate"] - cal["threshold"]) < 0.02  # a uniform sample: P(score < t) = t
+    assert cal["quality_lower_bound"] >= 0.95 and cal["threshold"] >= 0.75  # half the pairs: a wider bound
 
 
 def test_without_shadow_share_all_pairs_are_used_with_a_warning(store: Store) -> None:
