@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from typing import Any, Literal
 from filelock import FileLock, Timeout
 
 from cascade.config import Settings, safe_url
+from cascade.files import write_atomic
 from distill import dataset as ds
 from distill.errors import DistillError
 
@@ -57,9 +57,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(partial, path)
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _parse_time(value: str | None) -> datetime | None:

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cascade.files import write_atomic
 from logstore import LogRecord, TokenLogprobs, iter_records
 
 if TYPE_CHECKING:
@@ -195,9 +196,7 @@ def read_history(folder: Path, exclude: str | None = None) -> list[Example]:
 
 def write_examples(path: Path, examples: Iterable[Example]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(example.to_json() + "\n" for example in examples))
-    partial.replace(path)
+    write_atomic(path, "".join(example.to_json() + "\n" for example in examples))
 
 
 def read_examples(path: Path) -> list[Example]:

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from cascade.config import Settings
+from cascade.files import write_atomic
 from serving.vllm import bearer, load_lora_adapter, unload_lora_adapter
 
 BASE = "base"
@@ -60,15 +61,6 @@ class Version:
     def previous(self) -> str | None:
         value = self.manifest.get("previous")
         return str(value) if value else None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)
 
 
 class Registry:
@@ -118,12 +110,12 @@ class Registry:
     def annotate(self, version: Version, **fields: Any) -> Version:
         """Add fields to a version's manifest (replaced atomically)."""
         manifest = {**version.manifest, **fields}
-        _write_atomic(version.path / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+        write_atomic(version.path / MANIFEST, json.dumps(manifest, indent=2) + "\n", durable=True)
         return Version(version.name, version.path, manifest)
 
     def set_current(self, name: str | None) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.root / "current", (name or BASE) + "\n")
+        write_atomic(self.root / "current", (name or BASE) + "\n", durable=True)
 
     def prune(self, keep: int) -> list[str]:
         """Delete the oldest versions beyond ``keep``, never the current one or its previous."""

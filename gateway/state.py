@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
 
+from cascade.files import write_atomic
 from gateway.cascade import Cascade
 
 log = logging.getLogger("cascade.gateway")
@@ -50,9 +50,7 @@ class StateFile:
         """Record switches (merged with the others) for every worker, atomically."""
         state = asdict(self.read()) | changes
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(orjson.dumps(state))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, orjson.dumps(state))
 
     async def apply_if_changed(self) -> None:
         try:

@@ -7,7 +7,6 @@ docs/log-store.md and versioned by its ``schema_version`` field.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any, Literal
 import orjson
 import sqlalchemy as sa
 
+from cascade.files import atomic_path
 from logstore.db import make_engine
 from logstore.record import LogRecord
 from logstore.schema import log_records, row_to_record
@@ -75,18 +75,9 @@ async def export(
         raise ValueError(f"format must be 'jsonl' or 'parquet', got {format!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
     records = iter_records(url, since, until)
-    try:
-        if format == "jsonl":
-            count = await _write_jsonl(records, partial)
-        else:
-            count = await _write_parquet(records, partial)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
-    return count
+    with atomic_path(target) as partial:
+        return await (_write_jsonl if format == "jsonl" else _write_parquet)(records, partial)
 
 
 async def _write_jsonl(records: AsyncIterator[LogRecord], path: Path) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from cascade.files import write_atomic
 from logstore.schema import row_to_spool, spool_to_row
 
 log = logging.getLogger("cascade.logstore")
@@ -198,12 +199,7 @@ class Spool:
         return offset if 0 <= offset <= self._size else 0
 
     def _write_offset(self, offset: int) -> None:
-        temporary = self._offset_path.with_suffix(".tmp")
-        with open(temporary, "w") as out:
-            out.write(str(offset))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, self._offset_path)
+        write_atomic(self._offset_path, str(offset), durable=True)
 
     def _count_lines(self, start: int) -> int:
         with open(self.path, "rb") as reader:

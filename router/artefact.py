@@ -15,7 +15,6 @@ a new artefact completely before swapping, and keeps the old router when anythin
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ import numpy as np
 import skops.io as sio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cascade.files import write_atomic
 from router.errors import RouterLoadError
 from router.prompt_stats import PROMPT_FEATURE_NAMES
 from router.scorers import KNOWN_FEATURES, LearnedRouter, Router, SignalRouter
@@ -86,16 +86,10 @@ def current_version(root: Path) -> str | None:
     return pointer.read_text().strip() or None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def set_current(root: Path, version: str) -> None:
     """Point ``current`` at ``version`` (which must load and validate) atomically."""
     load_router(root / version)
-    _atomic_write(root / CURRENT, version + "\n")
+    write_atomic(root / CURRENT, version + "\n")
 
 
 def save_router(router: Router, root: Path, metadata: dict[str, Any] | None = None, make_current: bool = True) -> Path:
@@ -114,7 +108,7 @@ def save_router(router: Router, root: Path, metadata: dict[str, Any] | None = No
     staging.rename(final)
     load_router(final)  # never publish what cannot be read back
     if make_current:
-        _atomic_write(root / CURRENT, name + "\n")
+        write_atomic(root / CURRENT, name + "\n")
     return final
 
 

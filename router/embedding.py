@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cascade.files import atomic_path
+
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSION = 384
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +82,8 @@ class PromptEmbedder:
                 return cached
         vectors = self.embed(texts)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(path)
+        with atomic_path(path) as partial, open(partial, "wb") as out:
+            np.save(out, vectors)
         return vectors
 
 
