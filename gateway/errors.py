@@ -7,6 +7,13 @@ Exceptions raised inside the gateway::
     ├── ModelNotFound                404     invalid_request_error, code model_not_found
     ├── BodyTooLarge                 413     invalid_request_error
     ├── UnsupportedMediaType         415     invalid_request_error (a body that is not declared JSON)
+    ├── Unauthorized                 401     authentication_error, code invalid_api_key        (auth.py)
+    ├── ModelNotAllowed              403     permission_error: the key may not use that model  (auth.py)
+    ├── KeyStoreUnavailable          503     service_unavailable: keys cannot be checked now   (auth.py)
+    ├── RateLimited                  429     rate_limit_error, with retry-after                (limits.py)
+    ├── LimitsUnavailable            503     service_unavailable: limits cannot be counted now (limits.py)
+    ├── AdminDisabled                404     invalid_request_error: no admin key is configured (admin.py)
+    ├── AdminUnauthorized            401     authentication_error, code invalid_admin_key      (admin.py)
     └── UpstreamError                        (an upstream model server failed)
         ├── UpstreamUnavailable      503     service_unavailable (connection refused, reset, DNS)
         ├── UpstreamTimeout          504     timeout

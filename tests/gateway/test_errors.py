@@ -183,3 +183,23 @@ def test_client_disconnect_cancels_the_upstream_request(gateway: Server, fake_te
     lag_ms = (stats["cancelled_at"] - closed_at) * 1000
     print(f"upstream request cancelled {lag_ms:.1f} ms after the client hung up")
     assert lag_ms < 100
+
+
+def test_the_error_tree_lists_every_gateway_error_with_its_status() -> None:
+    """gateway/errors.py's docstring is the one map of the gateway's errors: every class, with its status."""
+    import gateway.admin
+    import gateway.auth
+    import gateway.errors
+    import gateway.limits
+
+    def tree(cls: type) -> list[type]:
+        return [cls, *(c for sub in cls.__subclasses__() for c in tree(sub))]
+
+    modules = (gateway.admin, gateway.auth, gateway.errors, gateway.limits)
+    classes = [c for c in tree(gateway.errors.GatewayError)[1:] if any(c.__module__ == m.__name__ for m in modules)]
+    doc = gateway.errors.__doc__ or ""
+    lines = {line.split()[1]: line for line in doc.splitlines() if line.strip().startswith(("├──", "└──"))}
+    for cls in classes:
+        assert cls.__name__ in lines, f"{cls.__name__} is missing from gateway/errors.py's error tree"
+        if cls.__name__ not in ("UpstreamError", "UpstreamBadResponse"):
+            assert str(cls.status) in lines[cls.__name__], cls.__name__
