@@ -116,8 +116,8 @@ class Cascade:
         completion = await self._ask_student(exchange, data, ask)
         if completion is None:  # the student cannot answer this request: the teacher does
             return await self._call(exchange, self.teacher, request, data, ask)
-        choice = (completion.body["choices"] or [{}])[0]
-        decision = self.routing.judge(data, (choice.get("logprobs") or {}).get("content"))
+        assert exchange.student is not None
+        decision = self.routing.judge(data, exchange.student.tokens)
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
         exchange.signals["confidence"] = decision.confidence
         if not decision.accept:

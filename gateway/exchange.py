@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade.config import PriceSettings
+from cascade.logprobs import TokenLogprobs
 from gateway.limits import Admission
 
 
@@ -30,6 +31,16 @@ class TierCall:
     finish_reason: str | None = None
     error: str | None = None
     usage_estimated: bool = False  # a stream ended without its usage chunk: the tokens were counted by the gateway
+    _tokens: TokenLogprobs | None = field(default=None, repr=False)
+
+    @property
+    def tokens(self) -> TokenLogprobs:
+        """The answer's token logprobs, parsed once from ``logprobs`` (re-parsed only if more arrived since, as
+        in a stream being relayed): routing, the signals and the log record all read this one object."""
+        content = self.logprobs or []
+        if self._tokens is None or len(self._tokens) != len(content):
+            self._tokens = TokenLogprobs.from_openai(content)
+        return self._tokens
 
     @property
     def cost_usd(self) -> float:

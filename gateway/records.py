@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.exchange import Exchange, TierCall
-from logstore import LogRecord, TierAnswer, TokenLogprobs
+from logstore import LogRecord, TierAnswer
 from logstore.record import DECISION_OF_REASON
-from router import TokenLogprobs as RouterTokens
 from router import features
 
 
@@ -18,7 +17,7 @@ def _answer(call: TierCall | None) -> TierAnswer | None:
     return TierAnswer(
         model=call.model,
         text=call.text,
-        logprobs=TokenLogprobs.from_openai(call.logprobs) if call.logprobs else None,
+        logprobs=call.tokens if call.logprobs else None,
         prompt_tokens=call.prompt_tokens,
         completion_tokens=call.completion_tokens,
         latency_s=call.latency_s,
@@ -37,7 +36,7 @@ def to_log_record(exchange: Exchange) -> LogRecord | None:
     signals = dict(exchange.signals)
     if exchange.student is not None and exchange.student.logprobs:
         # Every post-generation signal, for calibration and new scorers (computed here, off the hot path).
-        signals |= features(RouterTokens.from_openai(exchange.student.logprobs))
+        signals |= features(exchange.student.tokens)
     answered = exchange.outcome == "ok" or exchange.degraded is not None
     tier = exchange.tier if answered and exchange.tier in ("student", "teacher") else None
     return LogRecord(

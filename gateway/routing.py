@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cascade.config import RouterSettings
-from router import Decision, ThresholdRouter, TokenLogprobs, make_router
+from cascade.logprobs import TokenLogprobs
+from router import Decision, ThresholdRouter, make_router
 from router.errors import RouterLoadError
 
 if TYPE_CHECKING:  # scikit-learn, skops and torch load only when an artefact is configured
@@ -76,13 +77,13 @@ class Routing:
             return None
         return score if score < router.threshold else None
 
-    def judge(self, request: dict[str, Any], content: list[dict[str, Any]] | None) -> Decision:
+    def judge(self, request: dict[str, Any], tokens: TokenLogprobs) -> Decision:
         """Accept or escalate the student's answer from its token logprobs."""
         if self.scorer is None:
-            return self.threshold.decide([float(token["logprob"]) for token in content or ()])
+            return self.threshold.decide(tokens.logprobs.tolist())
         from router.scorers import RouteInput, decide
 
-        sample = RouteInput(prompt=prompt_text(request), answer=TokenLogprobs.from_openai(content))
+        sample = RouteInput(prompt=prompt_text(request), answer=tokens)
         try:
             return decide(self.scorer.router, sample)
         except Exception:

@@ -3,7 +3,7 @@
 No HTTP code lives here. The entry points the gateway uses:
 
 - :func:`make_router` / :class:`ThresholdRouter`: one signal over a plain list of token logprobs.
-- :class:`TokenLogprobs`, :func:`features`: answer features from OpenAI ``logprobs.content``.
+- :func:`features`: answer features from a :class:`cascade.logprobs.TokenLogprobs` (the one token-logprobs type).
 - :class:`Router` (one method, ``score``), :class:`RouteInput`, :func:`decide`.
 - :func:`load_router`, :class:`RouterSlot` (validated hot reload), :func:`save_router`.
 - :func:`calibrate`: the threshold for a quality target or an escalation budget, with confidence.
@@ -16,7 +16,6 @@ from router.policy import Decision, ThresholdRouter, make_router
 from router.signals import (
     FEATURE_NAMES,
     SIGNALS,
-    TokenLogprobs,
     features,
     mean_logprob_confidence,
     min_prob_confidence,
@@ -58,7 +57,6 @@ __all__ = [
     "RouterSlot",
     "SignalRouter",
     "ThresholdRouter",
-    "TokenLogprobs",
     "calibrate",
     "decide",
     "features",

@@ -34,10 +34,9 @@ import numpy as np
 from sqlalchemy.engine import make_url
 
 from logstore import LogRecord, iter_records
-from logstore import TokenLogprobs as LoggedTokens
 from logstore.reader import _utc as utc  # the reader's own window normalisation (naive means UTC)
 from router.agreement import Agreement
-from router.signals import FEATURE_NAMES, TokenLogprobs, features
+from router.signals import FEATURE_NAMES, features
 
 DEFAULT_SCORE = "confidence"
 
@@ -86,17 +85,12 @@ def kept_share(request_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _router_tokens(logged: LoggedTokens) -> TokenLogprobs:
-    """The logged float32, NaN-padded arrays as the router's token logprobs (padding becomes the floor)."""
-    return TokenLogprobs.from_arrays(logged.logprobs, logged.top_logprobs)
-
-
 def record_score(record: LogRecord, score: str) -> float | None:
     """``record.signals[score]``; for an answer feature missing there, computed from the student's logged
     token logprobs. None when neither gives a finite number."""
     value = record.signals.get(score)
     if value is None and score in FEATURE_NAMES and record.student is not None and record.student.logprobs:
-        value = features(_router_tokens(record.student.logprobs))[score]
+        value = features(record.student.logprobs)[score]
     if value is None or not math.isfinite(value):
         return None
     return float(value)

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cascade.logprobs import TokenLogprobs
 from router.agreement import Agreement
 from router.metrics import Curve, apgr, cpt, oracle_strong_need, random_curve, routing_curve
-from router.signals import FEATURE_NAMES, TokenLogprobs, feature_matrix, mean_logprob_confidence
+from router.signals import FEATURE_NAMES, feature_matrix, mean_logprob_confidence
 
 if TYPE_CHECKING:
     from router.scorers import Kind
@@ -60,7 +61,7 @@ class LiveSet:
 def _tokens(answer: dict[str, Any]) -> TokenLogprobs:
     rows = answer.get("top_logprobs") or []
     width = max((len(r) for r in rows), default=0)
-    top = np.full((len(rows), width), -np.inf)
+    top = np.full((len(rows), width), np.nan)
     for i, row in enumerate(rows):
         top[i, : len(row)] = row
     return TokenLogprobs.from_arrays(answer["logprobs"], top if width else None)

@@ -24,10 +24,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cascade.logprobs import TokenLogprobs
 from router.embedding import DIMENSION, PromptEmbedder, default_embedder
 from router.policy import Decision
 from router.prompt_stats import PROMPT_FEATURE_NAMES, prompt_features
-from router.signals import FEATURE_NAMES, TokenLogprobs, features
+from router.signals import FEATURE_NAMES, features
 
 Kind = Literal["signal", "post_hoc", "pre_generation"]
 Target = Literal["student_ok", "gain"]

@@ -2,8 +2,8 @@
 
 Two layers:
 
-- :class:`TokenLogprobs` holds an answer's logprobs as arrays (the chosen token's logprob and the top-k
-  alternatives' logprobs per position) and :func:`features` turns it into named floats: mean logprob,
+- :func:`features` turns an answer's :class:`~cascade.logprobs.TokenLogprobs` (the one token-logprobs type:
+  the chosen token's logprob and the top-k alternatives' per position) into named floats: mean logprob,
   minimum and low quantiles of token probability (length-robust, Gupta et al., ICLR 2024), mean top-k
   entropy, top-1/top-2 margin (first token and mean), answer length. Vectorised numpy, microseconds.
 - :data:`SIGNALS`: simple confidences in [0, 1] from a plain list of logprobs (higher = surer), used by
@@ -13,11 +13,11 @@ Two layers:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
+
+from cascade.logprobs import TokenLogprobs
 
 Signal = Callable[[Sequence[float]], float]
 
@@ -36,54 +36,11 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TokenLogprobs:
-    """An answer's token logprobs: ``logprobs[i]`` for the chosen token at position i, and ``top[i, j]``
-    the j-th most likely alternative's logprob (descending; padded with :data:`LOGPROB_FLOOR` where a
-    position has fewer than k alternatives). ``top`` has shape (n, k), k may be 0."""
-
-    tokens: tuple[str, ...]
-    logprobs: np.ndarray
-    top: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.logprobs.ndim != 1 or self.top.ndim != 2 or self.top.shape[0] != self.logprobs.shape[0]:
-            raise ValueError(f"shape mismatch: logprobs {self.logprobs.shape}, top {self.top.shape}")
-        if len(self.tokens) != self.logprobs.shape[0]:
-            raise ValueError("one token string per logprob is required")
-
-    def __len__(self) -> int:
-        return int(self.logprobs.shape[0])
-
-    @classmethod
-    def from_openai(cls, content: Sequence[Mapping[str, Any]] | None) -> TokenLogprobs:
-        """From OpenAI ``choices[0].logprobs.content``: items ``{token, logprob, top_logprobs: [{token,
-        logprob}]}``. ``None`` or ``[]`` gives an empty answer."""
-        content = content or []
-        n = len(content)
-        k = max((len(item.get("top_logprobs") or ()) for item in content), default=0)
-        logprobs = np.empty(n, dtype=np.float64)
-        top = np.full((n, k), LOGPROB_FLOOR, dtype=np.float64)
-        tokens = []
-        for i, item in enumerate(content):
-            tokens.append(str(item.get("token", "")))
-            logprobs[i] = float(item["logprob"])
-            alternatives = item.get("top_logprobs") or ()
-            if alternatives:
-                top[i, : len(alternatives)] = [float(alt["logprob"]) for alt in alternatives]
-        return cls.from_arrays(logprobs, top, tuple(tokens))
-
-    @classmethod
-    def from_arrays(
-        cls, logprobs: Sequence[float] | np.ndarray, top: np.ndarray | None = None, tokens: Sequence[str] = ()
-    ) -> TokenLogprobs:
-        lp = np.maximum(np.nan_to_num(np.asarray(logprobs, dtype=np.float64), nan=LOGPROB_FLOOR), LOGPROB_FLOOR)
-        if top is None:
-            top = np.zeros((lp.shape[0], 0))
-        tp = np.asarray(top, dtype=np.float64)
-        tp = -np.sort(-np.maximum(np.nan_to_num(tp, nan=LOGPROB_FLOOR), LOGPROB_FLOOR), axis=1)
-        names = tuple(tokens) if tokens else ("",) * lp.shape[0]
-        return cls(names, lp, tp)
+def _clamped(tokens: TokenLogprobs) -> tuple[np.ndarray, np.ndarray]:
+    """The chosen tokens' logprobs and the alternatives' (descending, padding and -inf at the floor), float64."""
+    logprobs = np.maximum(np.nan_to_num(tokens.logprobs.astype(np.float64), nan=LOGPROB_FLOOR), LOGPROB_FLOOR)
+    top = np.maximum(np.nan_to_num(tokens.top_logprobs.astype(np.float64), nan=LOGPROB_FLOOR), LOGPROB_FLOOR)
+    return logprobs, -np.sort(-top, axis=1)
 
 
 def _empty_features() -> dict[str, float]:
@@ -100,10 +57,9 @@ def features(tokens: TokenLogprobs) -> dict[str, float]:
     n = len(tokens)
     if n == 0:
         return _empty_features()
-    lp = tokens.logprobs
+    lp, top = _clamped(tokens)
     probs = np.exp(lp)
     q10, q25 = np.quantile(probs, (0.10, 0.25))
-    top = tokens.top
     if top.shape[1] == 0:
         top = lp[:, None]
     # the chosen token (sampled) may be missing from the top-k list: the top-1 is the larger of the two

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from cascade.cli import app
 from logstore import LogRecord, LogWriter, TierAnswer, make_engine
 from router.from_log import BIAS_WARNING, LogPairCounts, LogPairs, record_score, source_report
-from router.signals import TokenLogprobs, features
+from router.signals import features
 from tests.logstore.conftest import pg_base_url
 from tests.logstore.helpers import settings, token_logprobs
 
@@ -233,7 +233,7 @@ def test_an_answer_feature_missing_from_the_signals_is_computed_from_the_logged_
         "r", START, "escalate", "not_confident", "teacher", signals={"confidence": 0.3},
         student=TierAnswer("s", "a", logged), teacher=TierAnswer("t", "a"),
     )  # fmt: skip
-    expected = features(TokenLogprobs.from_arrays(logged.logprobs, logged.top_logprobs))
+    expected = features(logged)
     assert record_score(record, "prob_q10") == pytest.approx(expected["prob_q10"])
     assert record_score(record, "confidence") == 0.3
     assert record_score(record, "pre_score") is None

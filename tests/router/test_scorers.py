@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cascade.logprobs import TokenLogprobs
 from router.artefact import (
     CURRENT,
     RouterLoadError,
@@ -22,7 +23,7 @@ from router.artefact import (
 )
 from router.embedding import DIMENSION
 from router.scorers import LearnedRouter, RouteInput, Router, SignalRouter, decide, design_matrix, train_router
-from router.signals import FEATURE_NAMES, TokenLogprobs, feature_matrix
+from router.signals import FEATURE_NAMES, feature_matrix
 
 RNG = np.random.default_rng(11)
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from cascade.logprobs import TokenLogprobs
 from router import make_router
-from router.signals import FEATURE_NAMES, LOGPROB_FLOOR, TokenLogprobs, feature_matrix, features
+from router.signals import FEATURE_NAMES, LOGPROB_FLOOR, feature_matrix, features
 
 
 def item(token: str, p: float, alternatives: list[float]) -> dict[str, object]:
@@ -27,12 +28,16 @@ CONTENT = [
 ]
 
 
-def test_from_openai_builds_sorted_arrays() -> None:
-    tokens = TokenLogprobs.from_openai(CONTENT)
-    assert tokens.tokens == ("Paris", " is", ".")
-    assert np.allclose(np.exp(tokens.logprobs), [0.9, 0.5, 0.2])
-    assert tokens.top.shape == (3, 2)
-    assert np.all(np.diff(tokens.top, axis=1) <= 0)
+def test_from_openai_gives_the_one_storage_form_the_features_read() -> None:
+    tokens = TokenLogprobs.from_openai([*CONTENT, item("!", 0.1, [0.1])])  # the last position has one alternative
+    assert tokens.tokens == ["Paris", " is", ".", "!"] and tokens.top_tokens is not None
+    assert tokens.logprobs.dtype == tokens.top_logprobs.dtype == np.float32
+    assert np.allclose(np.exp(tokens.logprobs), [0.9, 0.5, 0.2, 0.1])
+    assert tokens.top_logprobs.shape == (4, 2) and np.isnan(tokens.top_logprobs[3, 1])  # padded with NaN
+    assert TokenLogprobs.decode(tokens.encode()).tokens == tokens.tokens  # the log stores this same object
+    f = features(tokens)
+    assert all(math.isfinite(value) for value in f.values())  # the padding counts as the floor, not as NaN
+    assert f["first_margin"] == pytest.approx(0.85)
 
 
 def test_features_match_hand_computed_values() -> None:
