@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cascade.files import write_atomic
+from cascade.terms import Decision
 from logstore import LogRecord, TokenLogprobs, iter_records
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ def examples_from_records(records: Iterable[LogRecord]) -> tuple[list[Example], 
             if example.key in teacher:
                 counts.duplicates += 1
             teacher[example.key] = example  # records come in time order: the latest answer wins
-        elif record.decision == "accept" and record.student is not None and record.student.text:
+        elif record.decision == Decision.ACCEPT and record.student is not None and record.student.text:
             if messages is None or record.status != "ok":
                 counts.unusable += 1
                 continue

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from cascade.terms import Reason, Tier
 from gateway import streaming
 from gateway.errors import BadRequest, ModelNotFound, UpstreamBadResponse, UpstreamError
 from gateway.exchange import Exchange, TierCall
@@ -26,7 +27,7 @@ from gateway.protocol import ChatCompletionRequest, ClientAsk, trim_logprobs
 from gateway.routing import Routing
 from gateway.upstream import Completion, Upstream
 
-STUDENT, TEACHER = "student", "teacher"
+STUDENT, TEACHER = Tier.STUDENT, Tier.TEACHER
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class Cascade:
                 f"model {request.model!r} does not exist; available: {', '.join(self.model_names)}", param="model"
             )
         _check_max_tokens(request, upstream)
-        exchange.reason = "pinned"
+        exchange.reason = Reason.PINNED
         return await self._call(exchange, upstream, request, data, ask, pinned=True)
 
     async def _cascade(
@@ -110,7 +111,7 @@ class Cascade:
             )
         pre_score = await self.routing.skip_student(data)
         if pre_score is not None:  # clearly too hard for the student: straight to the teacher
-            exchange.reason = "pre_routed"
+            exchange.reason = Reason.PRE_ROUTED
             exchange.signals["pre_score"] = pre_score
             return await self._call(exchange, self.teacher, request, data, ask)
         completion = await self._ask_student(exchange, data, ask)
@@ -141,7 +142,7 @@ class Cascade:
             if self.health.on_adapter_missing == "teacher":
                 call = exchange.student = TierCall(STUDENT, model, self.student.settings.price)
                 call.error = f"the student server does not serve adapter {model!r} now; it is being re-loaded"
-                exchange.reason = "student_down"
+                exchange.reason = Reason.STUDENT_DOWN
                 return None
             model = adapter.base_model
         body = self.student.body(data, model=model, stream=False, logprobs=True)
@@ -157,11 +158,11 @@ class Cascade:
                     return await self._ask_student(exchange, data, ask)  # asks the base model now
             call.error = exc.message
             if isinstance(exc, UpstreamBadResponse) and exc.context_too_long:
-                exchange.reason = "student_context"
+                exchange.reason = Reason.STUDENT_CONTEXT
                 return None
             if not exc.upstream_fault:
                 raise  # the request's own fault: the teacher would refuse it too
-            exchange.reason = "student_down"
+            exchange.reason = Reason.STUDENT_DOWN
             return None
         call.take_completion(completion.body, completion.latency_s)
         return completion

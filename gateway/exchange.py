@@ -12,6 +12,7 @@ from typing import Any
 
 from cascade.config import PriceSettings
 from cascade.logprobs import TokenLogprobs
+from cascade.terms import Reason, Tier
 from gateway.limits import Admission
 
 
@@ -19,7 +20,7 @@ from gateway.limits import Admission
 class TierCall:
     """One call to one tier."""
 
-    tier: str  # student | teacher
+    tier: Tier
     model: str
     price: PriceSettings
     latency_s: float = 0.0
@@ -72,8 +73,8 @@ class Exchange:
     request: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
     created: float = field(default_factory=time.time)
-    tier: str | None = None  # the tier whose answer the client got
-    reason: str | None = None  # one of logstore.record.REASONS; None before routing
+    tier: Tier | None = None  # the tier whose answer the client got
+    reason: Reason | None = None  # None before routing
     caller_key_id: str | None = None
     client_request_id: str | None = None  # the client's x-request-id, sanitised; the log keeps it beside ours
     admission: Admission | None = None  # set once admitted by the limiter: released when the request ends

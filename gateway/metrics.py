@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from cascade.config import PriceSettings
+from cascade.terms import Reason, Tier
 from gateway.breaker import CircuitBreaker
 from gateway.exchange import Exchange, TierCall
-from logstore.record import REASONS
 
 # Reasons that send a cascade request on to the teacher.
-ESCALATING = ("not_confident", "student_down", "student_context")
+ESCALATING = tuple(reason for reason in Reason if reason.escalates)
 TIER_STATES = ("ready", "down", "circuit_open", "model_missing", "adapter_missing")
 
 # From a fast answer (10 ms) to a long generation (2 min).
@@ -42,7 +42,7 @@ class Metrics:
         )
         self.decisions = Counter(
             "cascade_decisions_total",
-            "Requests by routing reason: " + ", ".join(REASONS),
+            "Requests by routing reason: " + ", ".join(Reason),
             ["reason"],
             registry=r,
         )
@@ -188,7 +188,7 @@ class Metrics:
 
     def prime(self, models: list[str]) -> None:
         """Create every bounded label set at zero, so rates and dashboards have series before traffic."""
-        for reason in REASONS:
+        for reason in Reason:
             self.decisions.labels(reason)
         for reason in ESCALATING:
             self.escalations.labels(reason)
@@ -235,8 +235,8 @@ class Metrics:
             self.cost.labels(call.model).inc(call.cost_usd)
         for name, breaker in self.breakers.items():
             self.circuit_open.labels(name).set(1 if breaker.state == "open" else 0)
-        if exchange.reason == "student_down":
-            self.fallbacks.labels("student").inc()
+        if exchange.reason == Reason.STUDENT_DOWN:
+            self.fallbacks.labels(Tier.STUDENT).inc()
         if exchange.outcome == "ok":
             self.teacher_only_cost.inc(exchange.teacher_only_cost_usd(self.teacher_price))
             self.latency.labels(tier).observe(exchange.duration_s)

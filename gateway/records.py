@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from cascade.terms import Reason
 from gateway.exchange import Exchange, TierCall
 from logstore import LogRecord, TierAnswer
-from logstore.record import DECISION_OF_REASON
 from router import features
 
 
@@ -29,7 +29,7 @@ def to_log_record(exchange: Exchange) -> LogRecord | None:
     """The record of a request whose body was read (and whose key, if any, was accepted): routed, pinned, or
     refused or cancelled before routing (reason ``not_routed``); None before that. A shadowed request's record
     is written while its shadow runs (``shadow`` true, no teacher answer) and again once it is back."""
-    reason = exchange.reason or ("not_routed" if exchange.requested_model else None)
+    reason = exchange.reason or (Reason.NOT_ROUTED if exchange.requested_model else None)
     if reason is None:
         return None
     request: dict[str, Any] = exchange.request
@@ -38,13 +38,13 @@ def to_log_record(exchange: Exchange) -> LogRecord | None:
         # Every post-generation signal, for calibration and new scorers (computed here, off the hot path).
         signals |= features(exchange.student.tokens)
     answered = exchange.outcome == "ok" or exchange.degraded is not None
-    tier = exchange.tier if answered and exchange.tier in ("student", "teacher") else None
+    tier = exchange.tier if answered else None
     return LogRecord(
         request_id=exchange.request_id,
         time=datetime.fromtimestamp(exchange.created, UTC),
-        decision=DECISION_OF_REASON[reason],  # type: ignore[arg-type]
-        reason=reason,  # type: ignore[arg-type]
-        tier=tier,  # type: ignore[arg-type]
+        decision=reason.decision,
+        reason=reason,
+        tier=tier,
         messages=request.get("messages"),
         params={key: value for key, value in request.items() if key != "messages"},
         caller_key_id=exchange.caller_key_id,

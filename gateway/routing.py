@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from cascade.config import RouterSettings
 from cascade.logprobs import TokenLogprobs
+from cascade.terms import Reason
 from router import Decision, ThresholdRouter, make_router
 from router.errors import RouterLoadError
 
@@ -89,7 +90,7 @@ class Routing:
         except Exception:
             self.on_error()
             log.exception("the router artefact failed on a request; escalating it")
-            return Decision(False, 0.0, "not_confident")
+            return Decision(False, 0.0, Reason.NOT_CONFIDENT)
 
     async def reload(self, which: str, path: str) -> str:
         """Load, validate and warm the artefact at ``path``, then swap it in (atomic for requests)."""

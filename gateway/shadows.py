@@ -13,6 +13,7 @@ import asyncio
 import random
 from collections.abc import Callable
 
+from cascade.terms import Reason, Tier
 from gateway.exchange import Exchange, TierCall
 from gateway.metrics import Metrics
 from gateway.upstream import Upstream
@@ -46,7 +47,7 @@ class ShadowSampler:
     def offer(self, exchange: Exchange) -> bool:
         """Shadow this finished request if it is an accepted answer and the draw says so; True when started
         (its record is then written at once, marked pending, and again when the teacher's answer is back)."""
-        if self.share <= 0 or exchange.reason != "confident" or exchange.outcome != "ok":
+        if self.share <= 0 or exchange.reason != Reason.CONFIDENT or exchange.outcome != "ok":
             return False
         if self._random.random() >= self.share:
             return False
@@ -62,7 +63,7 @@ class ShadowSampler:
 
     async def _shadow(self, exchange: Exchange) -> None:
         """Ask the teacher the same question; complete the request's record with its answer, whatever it does."""
-        call = TierCall("teacher", self.teacher.model, self.teacher.settings.price)
+        call = TierCall(Tier.TEACHER, self.teacher.model, self.teacher.settings.price)
         body = self.teacher.body(exchange.request, stream=False)
         body.pop("stream_options", None)
         if self.teacher.settings.log_top_logprobs:

@@ -20,6 +20,7 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from cascade.config import UpstreamSettings
+from cascade.terms import Tier
 from gateway.breaker import CircuitBreaker
 from gateway.errors import UpstreamBadResponse, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
@@ -44,8 +45,8 @@ def _retry_after(response: aiohttp.ClientResponse) -> float | None:
 
 
 class Upstream:
-    def __init__(self, name: str, settings: UpstreamSettings) -> None:
-        self.name = name  # the tier: "student" or "teacher"
+    def __init__(self, name: Tier, settings: UpstreamSettings) -> None:
+        self.name = name  # the tier
         self.settings = settings
         self.model = settings.model
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s)

@@ -17,6 +17,7 @@ import orjson
 import sqlalchemy as sa
 
 from cascade.files import atomic_path
+from cascade.terms import Decision
 from logstore.db import make_engine
 from logstore.record import LogRecord
 from logstore.schema import log_records, row_to_record
@@ -192,7 +193,7 @@ async def stats(url: str, since: datetime | None = None, until: datetime | None 
         cost += float(group_cost)
         student_tokens += int(student)
         teacher_tokens += int(teacher)
-    routed = by_decision.get("accept", 0) + by_decision.get("escalate", 0)
+    routed = by_decision.get(Decision.ACCEPT, 0) + by_decision.get(Decision.ESCALATE, 0)
     return Stats(
         since=_utc(since),
         until=_utc(until),
@@ -201,7 +202,7 @@ async def stats(url: str, since: datetime | None = None, until: datetime | None 
         by_decision=by_decision,
         by_status=by_status,
         top_reasons=sorted(by_reason.items(), key=lambda item: (-item[1], item[0])),
-        escalation_rate=by_decision.get("escalate", 0) / routed if routed else None,
+        escalation_rate=by_decision.get(Decision.ESCALATE, 0) / routed if routed else None,
         shadow=shadow,
         cost_usd=cost,
         student_tokens=student_tokens,

@@ -10,35 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 from cascade.logprobs import TokenLogprobs
-
-Decision = Literal["accept", "escalate", "bypass"]
-Reason = Literal["confident", "not_confident", "pre_routed", "student_down", "student_context", "pinned", "not_routed"]
-Tier = Literal["student", "teacher"]
-
-DECISIONS: tuple[str, ...] = ("accept", "escalate", "bypass")
-REASONS: tuple[str, ...] = (
-    "confident",
-    "not_confident",
-    "pre_routed",
-    "student_down",
-    "student_context",
-    "pinned",
-    "not_routed",
-)
-TIERS: tuple[str, ...] = ("student", "teacher")
-# What the router did, by reason: the teacher answered for all but a confident student or a pinned model.
-DECISION_OF_REASON: dict[str, str] = {
-    "confident": "accept",
-    "not_confident": "escalate",
-    "pre_routed": "escalate",
-    "student_down": "escalate",
-    "student_context": "escalate",  # the prompt was longer than the student's context
-    "pinned": "bypass",
-    "not_routed": "bypass",  # parsed and authenticated, then refused (limits, bounds) or cancelled before routing
-}
+from cascade.terms import Decision, Reason, Tier
 
 EXPORT_SCHEMA_VERSION = 2
 
@@ -128,17 +103,13 @@ class LogRecord:
             raise ValueError("request_id must not be empty")
         if self.time.tzinfo is None:
             self.time = self.time.replace(tzinfo=UTC)
-        for name, value, allowed in (
-            ("decision", self.decision, DECISIONS),
-            ("reason", self.reason, REASONS),
-            ("tier", self.tier, (*TIERS, None)),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if DECISION_OF_REASON[self.reason] != self.decision:
+        self.decision = _member(Decision, "decision", self.decision)
+        self.reason = _member(Reason, "reason", self.reason)
+        self.tier = None if self.tier is None else _member(Tier, "tier", self.tier)
+        if self.reason.decision != self.decision:
             raise ValueError(
-                f"decision {self.decision!r} contradicts reason {self.reason!r} "
-                f"(expected {DECISION_OF_REASON[self.reason]!r})"
+                f"decision {self.decision.value!r} contradicts reason {self.reason.value!r} "
+                f"(expected {self.reason.decision.value!r})"
             )
 
     @property
@@ -206,3 +177,13 @@ def redact(record: LogRecord) -> LogRecord:
         teacher=answer(record.teacher),
         redacted=True,
     )
+
+
+_Term = TypeVar("_Term", Decision, Reason, Tier)
+
+
+def _member(kind: type[_Term], name: str, value: str) -> _Term:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be one of {tuple(m.value for m in kind)}, got {value!r}") from None

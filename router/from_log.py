@@ -33,6 +33,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy.engine import make_url
 
+from cascade.terms import Decision
 from logstore import LogRecord, iter_records
 from logstore.reader import _utc as utc  # the reader's own window normalisation (naive means UTC)
 from router.agreement import Agreement
@@ -98,7 +99,7 @@ def record_score(record: LogRecord, score: str) -> float | None:
 
 def _answer_texts(record: LogRecord) -> tuple[str, str] | None:
     """(student text, teacher text) of a routed, successful record that holds both; else None."""
-    if record.status != "ok" or record.decision == "bypass":
+    if record.status != "ok" or record.decision == Decision.BYPASS:
         return None
     if record.student is None or record.teacher is None:
         return None
@@ -130,7 +131,7 @@ async def read_log_pairs(
     n = dict.fromkeys(LogPairCounts.__dataclass_fields__, 0)
     async for record in iter_records(url, since, until):
         n["records"] += 1
-        if record.decision == "accept" and record.status == "ok":
+        if record.decision == Decision.ACCEPT and record.status == "ok":
             n["accepted"] += 1
             n["shadow_records"] += record.shadow
         texts = _answer_texts(record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cascade.terms import Reason
 from router.signals import SIGNALS, Signal
 
 
@@ -12,7 +13,7 @@ from router.signals import SIGNALS, Signal
 class Decision:
     accept: bool
     confidence: float
-    reason: str  # "confident" | "not_confident"
+    reason: Reason  # CONFIDENT or NOT_CONFIDENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,8 @@ class ThresholdRouter:
     def decide(self, logprobs: Sequence[float]) -> Decision:
         confidence = self.signal(logprobs)
         if confidence >= self.threshold:
-            return Decision(True, confidence, "confident")
-        return Decision(False, confidence, "not_confident")
+            return Decision(True, confidence, Reason.CONFIDENT)
+        return Decision(False, confidence, Reason.NOT_CONFIDENT)
 
 
 def make_router(signal: str, threshold: float) -> ThresholdRouter:

@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cascade.logprobs import TokenLogprobs
+from cascade.terms import Reason
 from router.embedding import DIMENSION, PromptEmbedder, default_embedder
 from router.policy import Decision
 from router.prompt_stats import PROMPT_FEATURE_NAMES, prompt_features
@@ -59,8 +60,8 @@ def decide(router: Router, sample: RouteInput) -> Decision:
     """Accept the student's answer when the router's score reaches its threshold."""
     confidence = router.score(sample)
     if confidence >= router.threshold:
-        return Decision(True, confidence, "confident")
-    return Decision(False, confidence, "not_confident")
+        return Decision(True, confidence, Reason.CONFIDENT)
+    return Decision(False, confidence, Reason.NOT_CONFIDENT)
 
 
 @dataclass(slots=True)

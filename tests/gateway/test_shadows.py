@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from cascade.config import PriceSettings, UpstreamSettings
+from cascade.terms import Reason, Tier
 from gateway.exchange import Exchange, TierCall
 from gateway.metrics import Metrics
 from gateway.records import to_log_record
@@ -25,8 +26,8 @@ TEACHER_PRICE = PriceSettings(input_usd_per_mtok=10.0, output_usd_per_mtok=20.0)
 
 def accepted(i: int, prompt: str) -> Exchange:
     exchange = Exchange(f"req-{i}", "cascade", {"model": "cascade", "messages": [{"role": "user", "content": prompt}]})
-    exchange.reason, exchange.tier = "confident", "student"
-    exchange.student = TierCall("student", "student-model", STUDENT_PRICE, prompt_tokens=10, completion_tokens=5)
+    exchange.reason, exchange.tier = Reason.CONFIDENT, Tier.STUDENT
+    exchange.student = TierCall(Tier.STUDENT, "student-model", STUDENT_PRICE, prompt_tokens=10, completion_tokens=5)
     exchange.student.text = "Answer from student."
     return exchange
 
@@ -39,7 +40,7 @@ async def run_sampler(prompts: list[str], max_in_flight: int, drain_s: float) ->
     server = TestServer(make_app("teacher-model", "teacher"), host="127.0.0.1")
     await server.start_server()
     settings = UpstreamSettings(url=str(server.make_url("/v1")), model="teacher-model", price=TEACHER_PRICE)
-    teacher = Upstream("teacher", settings)
+    teacher = Upstream(Tier.TEACHER, settings)
     await teacher.start()
     metrics = Metrics(TEACHER_PRICE)
     written: list[LogRecord] = []
@@ -85,7 +86,7 @@ def test_only_accepted_answers_are_shadowed() -> None:
     async def offer() -> list[bool]:
         sampler = ShadowSampler(None, 1.0, exact_match, Metrics(TEACHER_PRICE), lambda e: None)  # type: ignore[arg-type]
         escalated, failed = accepted(0, "x"), accepted(1, "x")
-        escalated.reason = "not_confident"
+        escalated.reason = Reason.NOT_CONFIDENT
         failed.outcome = "error"
         return [sampler.offer(escalated), sampler.offer(failed)]
 
