@@ -7,6 +7,7 @@ closed --N failures--> open --reset_s elapsed--> half-open (one probe) --success
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -17,10 +18,10 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float | None = None
     probing: bool = False
+    clock: Callable[[], float] = time.monotonic  # seconds; tests pass their own
 
-    @staticmethod
-    def _now() -> float:
-        return time.monotonic()
+    def _now(self) -> float:
+        return self.clock()
 
     @property
     def state(self) -> str:
