@@ -7,7 +7,6 @@ received has exactly one log record.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import socket
@@ -22,7 +21,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from logstore import iter_records
 from tests.conftest import (
     ROOT,
     STUDENT_MODEL,
@@ -34,6 +32,7 @@ from tests.conftest import (
     stop,
     wait_http,
 )
+from tests.gateway.helpers import records
 
 
 class CuttableProxy:
@@ -114,10 +113,7 @@ def load(gateway: Server, seconds: float, during: float, action: object) -> list
 
 
 def logged_ids(url: str) -> list[str]:
-    async def collect() -> list[str]:
-        return [record.request_id async for record in iter_records(url)]
-
-    return asyncio.run(collect())
+    return [record.request_id for record in records(url)]
 
 
 @pytest.fixture

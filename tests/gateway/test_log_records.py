@@ -14,36 +14,10 @@ import httpx
 import openai
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from logstore import LogRecord, iter_records, stats
+from logstore import stats
 from tests.conftest import STUDENT_MODEL, GatewayFactory, Server, drop_schema, gateway_config
-
-
-def records(url: str) -> list[LogRecord]:
-    async def collect() -> list[LogRecord]:
-        return [record async for record in iter_records(url)]
-
-    return asyncio.run(collect())
-
-
-def wait_for_records(url: str, count: int, timeout_s: float = 10.0) -> list[LogRecord]:
-    deadline = time.monotonic() + timeout_s
-    found: list[LogRecord] = []
-    while time.monotonic() < deadline:
-        try:
-            found = records(url)
-        except Exception:  # the table appears with the writer's first migration
-            found = []
-        if len(found) >= count:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{len(found)} of {count} records after {timeout_s} s")
-
-
-def metric_sum(gateway: Server, name: str) -> float:
-    text = httpx.get(gateway.root + "/metrics").text
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+from tests.gateway.helpers import metric_sum, wait_for_records
 
 
 @pytest.fixture

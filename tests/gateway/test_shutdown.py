@@ -13,8 +13,8 @@ import httpx
 import redis
 
 from tests.conftest import TEACHER_MODEL, GatewayFactory, Server, gateway_config, stop
+from tests.gateway.helpers import records
 from tests.gateway.test_keys import REDIS_URL, Keys
-from tests.gateway.test_log_records import records
 
 
 def received(server: Server) -> int:
