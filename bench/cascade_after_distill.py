@@ -41,7 +41,8 @@ from evaluation.collect import Endpoint, read_recording, recorded_ids
 from evaluation.live import run_live
 from evaluation.tasks import BANKING77_INTENTS, banking77_messages, load_task, read_banking77
 from router.live import analyse, live_set
-from serving.up import up_settings
+from serving.cpu import cpu_flags
+from serving.up import serving_mode, up_settings
 from serving.vllm import load_lora_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,7 +221,7 @@ def main() -> None:
         "after": point(after),
         "timings_s": timings,
         "total_s": round(time.monotonic() - started, 1),
-        "serving": {"dtype": settings.local.dtype, "enforce_eager": settings.local.enforce_eager},
+        "serving": dict(zip(("dtype", "enforce_eager"), serving_mode(settings.local, cpu_flags()), strict=True)),
     }
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: out[k] for k in ("day1", "before", "after")}, indent=2))

@@ -39,7 +39,8 @@ from cascade.commands.live import endpoint
 from distill.promote import set_gateway_threshold
 from evaluation.live import run_live
 from evaluation.tasks import Item, Task, load_task
-from serving.up import up_settings
+from serving.cpu import cpu_flags
+from serving.up import serving_mode, up_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "bench-admin-key-0123456789"
@@ -178,7 +179,7 @@ def main() -> None:
         "task": task.name,
         "task_options": task.options,
         "pair": args.pair,
-        "serving": {"dtype": settings.local.dtype, "enforce_eager": settings.local.enforce_eager},
+        "serving": dict(zip(("dtype", "enforce_eager"), serving_mode(settings.local, cpu_flags()), strict=True)),
         "student": settings.student.model,
         "teacher": settings.teacher.model,
         "n": live["n"],

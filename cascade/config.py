@@ -246,8 +246,9 @@ class LocalSettings(_Section):
     student_port: int = Field(default=8001, ge=1, le=65535)
     teacher_port: int = Field(default=8002, ge=1, le=65535)
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        default="bfloat16",
-        description="Weights and activations; on a CPU without AVX512_BF16 or AMX, float32 prefills about 5x faster",
+        default="auto",
+        description="Weights and activations; auto: bfloat16 on a GPU or a CPU with AVX512_BF16 or AMX (read from "
+        "/proc/cpuinfo), else float32 (it prefills about 5x faster than emulated bf16)",
     )
     max_model_len: int = Field(default=4096, ge=64, description="Longest prompt + answer, in tokens")
     kv_cache_gib: int = Field(default=1, ge=1, description="KV cache per server in GiB (cpu profile)")
@@ -255,7 +256,11 @@ class LocalSettings(_Section):
         default=0.4, gt=0, lt=1, description="Share of GPU memory per server (gpu profile; both share one GPU)"
     )
     max_lora_rank: int = Field(default=16, ge=1, description="Largest LoRA rank the student can load at runtime")
-    enforce_eager: bool = Field(default=False, description="Skip graph compilation: faster start, slower tokens")
+    enforce_eager: bool | None = Field(
+        default=None,
+        description="Skip graph compilation: faster start, slower tokens; null: skip it for float32 on the cpu "
+        "profile (the start takes minutes less)",
+    )
     start_timeout_s: float = Field(default=900, gt=0, description="Seconds each server may take to start")
     distill_every_h: float | None = Field(
         default=None, gt=0, description="Run `cascade distill run` every N hours while `cascade up` runs (demo)"

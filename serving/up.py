@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from cascade.config import LocalSettings, Settings, load_settings
+from serving.cpu import cpu_flags, machine_dtype, native_bf16
 from serving.models import PairPaths, echo, pair_specs, prepare_pair
 from serving.process import ManagedProcess, ProcessFailed, stop_all, wait_ready
 from serving.schedule import DistillSchedule
@@ -52,16 +53,28 @@ def up_settings(config: Path | None, **local_overrides: Any) -> Settings:
     )
 
 
-def server_options(local: LocalSettings, paths: PairPaths) -> tuple[VllmOptions, VllmOptions]:
+def serving_mode(local: LocalSettings, flags: frozenset[str]) -> tuple[str, bool]:
+    """The dtype and whether to skip graph compilation, with ``auto`` / null resolved for this machine."""
+    dtype = machine_dtype(local.profile, flags) if local.dtype == "auto" else local.dtype
+    eager = local.enforce_eager
+    if eager is None:
+        eager = local.profile == "cpu" and dtype == "float32"
+    return dtype, eager
+
+
+def server_options(
+    local: LocalSettings, paths: PairPaths, flags: frozenset[str] | None = None
+) -> tuple[VllmOptions, VllmOptions]:
     var_dir = local.var_dir.resolve()
+    dtype, eager = serving_mode(local, cpu_flags() if flags is None else flags)
     common: dict[str, Any] = {
         "cache_root": var_dir / "vllm-cache",
         "profile": local.profile,
-        "dtype": local.dtype,
+        "dtype": dtype,
         "max_model_len": local.max_model_len,
         "kv_cache_gib": local.kv_cache_gib,
         "gpu_memory_utilization": local.gpu_memory_utilization,
-        "enforce_eager": local.enforce_eager,
+        "enforce_eager": eager,
     }
     student_cores, teacher_cores = split_cores(2) if local.profile == "cpu" else (None, None)
     student = VllmOptions(
@@ -178,7 +191,12 @@ def run_up(config: Path | None, progress: Callable[[str], None] = echo, **local_
     settings = up_settings(config, **local_overrides)
     local = settings.local
     paths = prepare_pair(local.pair, local.models_dir.resolve(), progress)
-    student_options, teacher_options = server_options(local, paths)
+    flags = cpu_flags()
+    student_options, teacher_options = server_options(local, paths, flags)
+    how = f"{student_options.dtype}{', no graph compilation' if student_options.enforce_eager else ''}"
+    if local.profile == "cpu" and local.dtype == "auto":
+        how += " (this CPU has native bf16)" if native_bf16(flags) else " (this CPU has no AVX512_BF16 or AMX)"
+    progress(f"serving in {how}")
     stack = Stack(
         VllmServer("student", student_options),
         VllmServer("teacher", teacher_options),
