@@ -22,7 +22,6 @@ cannot be hot-swapped: it is registered and the report says to restart the stude
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ import httpx
 
 from cascade.config import Settings
 from cascade.files import write_atomic
+from cascade.versions import next_version, staged_version, version_names
 from serving.vllm import bearer, load_lora_adapter, unload_lora_adapter
 
 BASE = "base"
@@ -70,9 +70,8 @@ class Registry:
         self.root = root
 
     def versions(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and (p / MANIFEST).exists())
+        """The complete versions (with their manifest), oldest first."""
+        return version_names(self.root, lambda path: (path / MANIFEST).exists())
 
     def get(self, name: str) -> Version:
         path = self.root / name
@@ -91,20 +90,15 @@ class Registry:
         return None if name in ("", BASE) else self.get(name)
 
     def next_name(self) -> str:
-        numbers = [int(name[1:]) for name in self.versions() if name[1:].isdigit()]
-        return f"v{max(numbers, default=0) + 1:04d}"
+        return next_version(self.versions())
 
     def add(self, source: Path, manifest: dict[str, Any]) -> Version:
         """Copy ``source`` into the next version folder with its manifest (staged, then renamed)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         name = self.next_name()
-        staging = self.root / f".{name}.partial"
-        if staging.exists():
-            shutil.rmtree(staging)
-        shutil.copytree(source, staging)
         manifest = {**manifest, "version": name}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staging, self.root / name)
+        with staged_version(self.root, name) as staging:
+            shutil.copytree(source, staging)
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return Version(name, self.root / name, manifest)
 
     def annotate(self, version: Version, **fields: Any) -> Version:

@@ -15,7 +15,6 @@ a new artefact completely before swapping, and keeps the old router when anythin
 from __future__ import annotations
 
 import math
-import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ import skops.io as sio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cascade.files import write_atomic
+from cascade.versions import is_version, next_version, staged_version, version_names
 from router.errors import RouterLoadError
 from router.prompt_stats import PROMPT_FEATURE_NAMES
 from router.scorers import KNOWN_FEATURES, LearnedRouter, Router, SignalRouter
@@ -35,7 +35,6 @@ FORMAT_VERSION = 1
 SIDECAR = "router.json"
 MODEL_FILE = "model.skops"
 CURRENT = "current"
-_VERSION_RE = re.compile(r"^v(\d{4,})$")
 # skops refuses unknown types on load; these are the families a router model is built from
 _TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
@@ -73,10 +72,7 @@ def _sidecar_for(router: Router, metadata: dict[str, Any]) -> Sidecar:
 
 def versions(root: Path) -> list[str]:
     """The version folders under ``root``, oldest first."""
-    if not root.is_dir():
-        return []
-    found = [p.name for p in root.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
-    return sorted(found, key=lambda name: int(name[1:]))
+    return version_names(root)
 
 
 def current_version(root: Path) -> str | None:
@@ -94,18 +90,14 @@ def set_current(root: Path, version: str) -> None:
 
 def save_router(router: Router, root: Path, metadata: dict[str, Any] | None = None, make_current: bool = True) -> Path:
     """Write ``router`` as the next version under ``root``; returns the version folder."""
-    root.mkdir(parents=True, exist_ok=True)
-    existing = versions(root)
-    number = int(existing[-1][1:]) + 1 if existing else 1
-    name = f"v{number:04d}"
-    staging = root / f".{name}.staging"
-    staging.mkdir()
+    name = next_version(versions(root))
     sidecar = _sidecar_for(router, metadata or {})
-    if isinstance(router, LearnedRouter):
-        sio.dump(router.model, staging / MODEL_FILE)
-    (staging / SIDECAR).write_text(sidecar.model_dump_json(indent=2) + "\n")
+    with staged_version(root, name) as staging:
+        staging.mkdir()
+        if isinstance(router, LearnedRouter):
+            sio.dump(router.model, staging / MODEL_FILE)
+        (staging / SIDECAR).write_text(sidecar.model_dump_json(indent=2) + "\n")
     final = root / name
-    staging.rename(final)
     load_router(final)  # never publish what cannot be read back
     if make_current:
         write_atomic(root / CURRENT, name + "\n")
@@ -118,7 +110,7 @@ def _resolve(path: Path) -> Path:
     version = current_version(path)
     if version is None:
         raise RouterLoadError(f"{path}: neither a router version folder nor a root with a '{CURRENT}' file")
-    if not _VERSION_RE.match(version):
+    if not is_version(version):
         raise RouterLoadError(f"{path / CURRENT}: names {version!r}, not a version")
     return path / version
 
