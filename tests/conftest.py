@@ -32,6 +32,7 @@ def drop_schema(schema: str) -> None:
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'],
         check=False,
         capture_output=True,
+        timeout=60,  # a lock held by a connection that outlived its test must not hang the suite
     )
 
 
