@@ -129,6 +129,11 @@ class RouterSettings(_Section):
     threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Accept the student's answer when confidence >= threshold"
     )
+    structured_tokens: Literal["decision", "all"] = Field(
+        default="decision",
+        description="The tokens whose confidence judges a tool call or JSON answer: decision (the JSON values: "
+        "function name and argument values, not keys, punctuation or markup) or all",
+    )
     top_logprobs: int = Field(default=5, ge=0, le=20, description="Top-k logprobs asked of the student")
     on_teacher_down: Literal["degrade", "fail"] = Field(
         default="degrade",

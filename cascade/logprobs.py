@@ -112,6 +112,16 @@ class TokenLogprobs:
         top = np.frombuffer(data["tlp"], dtype="<f4").astype(np.float32).reshape(n, k)
         return cls(logprobs, top, data["t"], data["tt"])
 
+    def select(self, mask: np.ndarray) -> TokenLogprobs:
+        """The positions where ``mask`` (bool, one per token) is true, in order."""
+        keep = np.flatnonzero(mask)
+        return TokenLogprobs(
+            self.logprobs[keep],
+            self.top_logprobs[keep],
+            [self.tokens[i] for i in keep] if self.tokens is not None else None,
+            [self.top_tokens[i] for i in keep] if self.top_tokens is not None else None,
+        )
+
     def redacted(self) -> TokenLogprobs:
         """The same numbers without any token text."""
         return TokenLogprobs(self.logprobs, self.top_logprobs, None, None)

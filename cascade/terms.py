@@ -30,6 +30,8 @@ class Reason(StrEnum):
 
     CONFIDENT = "confident"
     NOT_CONFIDENT = "not_confident"
+    INVALID_TOOL_CALL = "invalid_tool_call"  # the student's tool call is not one the request allows (router.structured)
+    INVALID_JSON = "invalid_json"  # the student's content is not the JSON the request's response_format asks for
     PRE_ROUTED = "pre_routed"  # the pre-generation router sent the prompt straight to the teacher
     STUDENT_DOWN = "student_down"  # the student could not answer (down, refusing the gateway, adapter missing)
     STUDENT_CONTEXT = "student_context"  # the prompt was longer than the student's context

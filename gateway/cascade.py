@@ -24,7 +24,7 @@ from gateway.errors import BadRequest, ModelNotFound, UpstreamBadResponse, Upstr
 from gateway.exchange import Exchange, TierCall
 from gateway.health import Health
 from gateway.protocol import ChatCompletionRequest, ClientAsk, trim_logprobs
-from gateway.routing import Routing
+from gateway.routing import Routing, check
 from gateway.upstream import Completion, Upstream
 
 STUDENT, TEACHER = Tier.STUDENT, Tier.TEACHER
@@ -118,12 +118,15 @@ class Cascade:
         if completion is None:  # the student cannot answer this request: the teacher does
             return await self._call(exchange, self.teacher, request, data, ask)
         assert exchange.student is not None
-        decision = self.routing.judge(data, exchange.student.tokens)
+        decision = self.routing.judge(data, exchange.student)
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
         exchange.signals["confidence"] = decision.confidence
         if not decision.accept:
             try:
-                return await self._call(exchange, self.teacher, request, data, ask)
+                answer = await self._call(exchange, self.teacher, request, data, ask)
+                if answer.body is not None and exchange.teacher is not None:
+                    check(data, exchange.teacher)  # an invalid answer from both tiers goes out flagged
+                return answer
             except UpstreamError as exc:
                 if not exc.upstream_fault or self.on_teacher_down != "degrade":
                     raise

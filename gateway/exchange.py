@@ -14,6 +14,7 @@ from cascade.config import PriceSettings
 from cascade.logprobs import TokenLogprobs
 from cascade.terms import Reason, Tier
 from gateway.limits import Admission
+from router.structured import Verdict
 
 
 @dataclass(slots=True)
@@ -28,6 +29,8 @@ class TierCall:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     text: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # the OpenAI `message.tool_calls` list
+    verdict: Verdict | None = None  # is it the tool call or JSON the request asked for? None: not checked
     logprobs: list[dict[str, Any]] | None = None  # the OpenAI `logprobs.content` list
     finish_reason: str | None = None
     error: str | None = None
@@ -42,6 +45,16 @@ class TierCall:
         if self._tokens is None or len(self._tokens) != len(content):
             self._tokens = TokenLogprobs.from_openai(content)
         return self._tokens
+
+    @property
+    def invalid(self) -> str | None:
+        """Why the answer is not the tool call or JSON the request asked for; None when it is, or unchecked."""
+        return self.verdict.detail if self.verdict is not None and not self.verdict.valid else None
+
+    @property
+    def message(self) -> dict[str, Any]:
+        """The answer as an OpenAI assistant message (content and tool calls)."""
+        return {"role": "assistant", "content": self.text, "tool_calls": self.tool_calls}
 
     @property
     def cost_usd(self) -> float:
@@ -59,6 +72,7 @@ class TierCall:
         choice = choices[0]
         message = choice.get("message") or {}
         self.text = message.get("content")
+        self.tool_calls = message.get("tool_calls") or None
         self.finish_reason = choice.get("finish_reason")
         logprobs = choice.get("logprobs")
         content = logprobs.get("content") if isinstance(logprobs, dict) else None

@@ -17,6 +17,8 @@ def _answer(call: TierCall | None) -> TierAnswer | None:
     return TierAnswer(
         model=call.model,
         text=call.text,
+        tool_calls=call.tool_calls,
+        invalid=call.invalid,
         logprobs=call.tokens if call.logprobs else None,
         prompt_tokens=call.prompt_tokens,
         completion_tokens=call.completion_tokens,

@@ -76,6 +76,9 @@ def _headers(exchange: Exchange) -> dict[str, str]:
         headers["x-client-request-id"] = exchange.client_request_id
     if exchange.degraded:
         headers["x-cascade-degraded"] = exchange.degraded
+    answered = exchange.answered_by
+    if answered is not None and answered.verdict is not None and answered.verdict.reason is not None:
+        headers["x-cascade-invalid"] = answered.verdict.reason  # neither tier gave what the request asked for
     return headers
 
 

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from cascade.config import RouterSettings
 from cascade.logprobs import TokenLogprobs
 from cascade.terms import Reason
+from gateway.exchange import TierCall
 from router import Decision, ThresholdRouter, make_router
 from router.errors import RouterLoadError
+from router.structured import Verdict, check_answer, decision_mask, json_format
 
 if TYPE_CHECKING:  # scikit-learn, skops and torch load only when an artefact is configured
     from router.artefact import RouterSlot
@@ -44,6 +46,7 @@ class Routing:
         self.scorer: RouterSlot | None = None
         self.pre: RouterSlot | None = None
         self.on_error = on_error  # counts failures in the metrics
+        self.structured_tokens = settings.structured_tokens
         self._paths = (settings.scorer, settings.pre_router)
 
     def load(self) -> None:
@@ -78,19 +81,34 @@ class Routing:
             return None
         return score if score < router.threshold else None
 
-    def judge(self, request: dict[str, Any], tokens: TokenLogprobs) -> Decision:
-        """Accept or escalate the student's answer from its token logprobs."""
+    def judge(self, request: dict[str, Any], call: TierCall) -> Decision:
+        """Accept or escalate the student's answer: a tool call or JSON the request does not allow is escalated
+        (``call.invalid`` says why); otherwise its confidence decides, read from the tokens that carry the
+        decision when the answer is structured and ``router.structured_tokens`` is ``decision``."""
+        verdict = check(request, call)
+        tokens = self._confidence_tokens(request, call)
         if self.scorer is None:
-            return self.threshold.decide(tokens.logprobs.tolist())
-        from router.scorers import RouteInput, decide
+            decision = self.threshold.decide(tokens.logprobs.tolist())
+        else:
+            from router.scorers import RouteInput, decide
 
-        sample = RouteInput(prompt=prompt_text(request), answer=tokens)
-        try:
-            return decide(self.scorer.router, sample)
-        except Exception:
-            self.on_error()
-            log.exception("the router artefact failed on a request; escalating it")
-            return Decision(False, 0.0, Reason.NOT_CONFIDENT)
+            try:
+                decision = decide(self.scorer.router, RouteInput(prompt=prompt_text(request), answer=tokens))
+            except Exception:
+                self.on_error()
+                log.exception("the router artefact failed on a request; escalating it")
+                decision = Decision(False, 0.0, Reason.NOT_CONFIDENT)
+        if verdict.reason is not None:
+            return Decision(False, decision.confidence, verdict.reason)
+        return decision
+
+    def _confidence_tokens(self, request: dict[str, Any], call: TierCall) -> TokenLogprobs:
+        tokens = call.tokens
+        structured = call.tool_calls is not None or json_format(request) is not None
+        if self.structured_tokens == "all" or not structured or tokens.tokens is None:
+            return tokens
+        mask = decision_mask([str(token) for token in tokens.tokens])
+        return tokens.select(mask) if mask.any() else tokens
 
     async def reload(self, which: str, path: str) -> str:
         """Load, validate and warm the artefact at ``path``, then swap it in (atomic for requests)."""
@@ -100,6 +118,12 @@ class Routing:
         else:
             self.pre = slot
         return str(slot.source)
+
+
+def check(request: dict[str, Any], call: TierCall) -> Verdict:
+    """Check a tier's answer against the request's tools and response_format (kept on ``call.verdict``)."""
+    call.verdict = check_answer(request, call.message, call.finish_reason)
+    return call.verdict
 
 
 def _slot(path: str, which: str) -> RouterSlot:

@@ -17,7 +17,7 @@ from cascade.terms import Reason, Tier
 from gateway.exchange import Exchange, TierCall
 from gateway.metrics import Metrics
 from gateway.upstream import Upstream
-from router.agreement import Agreement
+from router.agreement import Agreement, answers_agree
 
 
 class ShadowSampler:
@@ -73,8 +73,8 @@ class ShadowSampler:
         try:
             completion = await self.teacher.complete(body)
             call.take_completion(completion.body, completion.latency_s)
-            student_text = exchange.student.text if exchange.student else None
-            agree = self.agreement(student_text or "", call.text or "")
+            student = exchange.student.message if exchange.student else {}
+            agree = answers_agree(exchange.request, student, call.message, self.agreement)
             self.metrics.observe_shadow(call, agree)
         except Exception as exc:
             call.error = str(exc)

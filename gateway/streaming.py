@@ -28,6 +28,7 @@ class _Relay:
         self.started = started
         self.prompt_tokens = prompt_tokens  # the estimate used when the usage chunk never comes
         self.texts: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
         self.logprobs: list[dict[str, Any]] = []
         self.deltas = 0
         self.usage_seen = False
@@ -67,6 +68,9 @@ class _Relay:
                 if self.call.ttft_s is None:
                     self.call.ttft_s = time.perf_counter() - self.started
                 self.texts.append(delta["content"])
+            for fragment in delta.get("tool_calls") or ():
+                if isinstance(fragment, dict):
+                    _add_tool_call_delta(self.tool_calls, fragment)
             if choice.get("finish_reason"):
                 self.call.finish_reason = choice["finish_reason"]
             logprobs = choice.get("logprobs")
@@ -83,7 +87,8 @@ class _Relay:
 
     def finish(self) -> None:
         self.call.latency_s = time.perf_counter() - self.started
-        self.call.text = "".join(self.texts)
+        self.call.text = "".join(self.texts) if self.texts or not self.tool_calls else None
+        self.call.tool_calls = [self.tool_calls[i] for i in sorted(self.tool_calls)] or None
         self.call.logprobs = self.logprobs or None
         if not self.usage_seen and (self.deltas or self.logprobs):
             # The client hung up after the last delta, or the upstream died mid-stream: what was relayed was
@@ -91,6 +96,22 @@ class _Relay:
             self.call.prompt_tokens = self.prompt_tokens
             self.call.completion_tokens = max(len(self.logprobs), self.deltas)
             self.call.usage_estimated = True
+
+
+def _add_tool_call_delta(calls: dict[int, dict[str, Any]], fragment: dict[str, Any]) -> None:
+    """Fold one streamed ``tool_calls`` delta into the calls being assembled (by ``index``): the id, type and
+    name come once, the arguments in fragments."""
+    raw = fragment.get("index")
+    index: int = raw if isinstance(raw, int) else len(calls)
+    call = calls.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+    if fragment.get("id"):
+        call["id"] = fragment["id"]
+    if fragment.get("type"):
+        call["type"] = fragment["type"]
+    function = fragment.get("function")
+    if isinstance(function, dict):
+        call["function"]["name"] += function.get("name") or ""
+        call["function"]["arguments"] += function.get("arguments") or ""
 
 
 def estimate_prompt_tokens(messages: Any) -> int:
@@ -133,11 +154,27 @@ def _event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+_ARGUMENT_FRAGMENT = 24  # characters of a tool call's arguments per replayed delta
+
+
+def _tool_call_deltas(index: int, call: dict[str, Any]) -> list[dict[str, Any]]:
+    """One whole tool call as the deltas a streaming server sends: the head, then the arguments in pieces."""
+    function = call.get("function") or {}
+    head = {key: value for key, value in call.items() if key != "function"}
+    head["index"] = index
+    head["function"] = {"name": function.get("name", ""), "arguments": ""}
+    arguments = function.get("arguments") or ""
+    pieces = [arguments[i : i + _ARGUMENT_FRAGMENT] for i in range(0, len(arguments), _ARGUMENT_FRAGMENT)]
+    return [head, *({"index": index, "function": {"arguments": piece}} for piece in pieces)]
+
+
 def replay(body: dict[str, Any], include_usage: bool) -> bytes:
     """A whole chat completion as the SSE stream a streaming upstream would have sent.
 
-    Per choice: a chunk with the role, one with the content (and logprobs, tool calls when present), one
-    with the finish reason; then the usage chunk when the client asked for it; then ``data: [DONE]``.
+    Per choice: a chunk with the role, one with the content (and the logprobs); then, per tool call, one with
+    its index, id, type and name and one per fragment of its arguments (as OpenAI streams them, so that clients
+    that assemble calls from deltas get them whole); then one with the finish reason; then the usage chunk when
+    the client asked for it; then ``data: [DONE]``.
     """
     base = {
         "id": body.get("id", ""),
@@ -158,11 +195,13 @@ def replay(body: dict[str, Any], include_usage: bool) -> bytes:
             delta["content"] = message["content"]
         if message.get("reasoning_content"):
             delta["reasoning_content"] = message["reasoning_content"]
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-        if delta:
+        if delta or choice.get("logprobs"):
             content = {"index": index, "delta": delta, "logprobs": choice.get("logprobs"), "finish_reason": None}
             events.append(_event({**base, "choices": [content]}))
+        for i, call in enumerate(message.get("tool_calls") or ()):
+            for fragment in _tool_call_deltas(i, call):
+                chunk = {"index": index, "delta": {"tool_calls": [fragment]}, "logprobs": None, "finish_reason": None}
+                events.append(_event({**base, "choices": [chunk]}))
         last = {"index": index, "delta": {}, "logprobs": None, "finish_reason": choice.get("finish_reason") or "stop"}
         events.append(_event({**base, "choices": [last]}))
     if include_usage and body.get("usage") is not None:

@@ -1,8 +1,8 @@
 """The Parquet form of the export (needs pyarrow: ``pip install 'cascade-gateway[parquet]'``).
 
 The same fields as the JSON-lines export with fixed Arrow types; two differences, because Parquet columns
-need one type: ``messages`` and ``params`` are JSON-encoded strings, and token ids (when a server reports
-ids rather than strings) are written as their decimal strings.
+need one type: ``messages``, ``params`` and the answers' ``tool_calls`` are JSON-encoded strings, and token
+ids (when a server reports ids rather than strings) are written as their decimal strings.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _ANSWER = pa.struct(
     [
         ("model", pa.string()),
         ("text", pa.string()),
+        ("tool_calls", pa.string()),
+        ("invalid", pa.string()),
         ("tokens", pa.list_(pa.string())),
         ("logprobs", pa.list_(pa.float32())),
         ("top_tokens", pa.list_(pa.list_(pa.string()))),
@@ -69,6 +71,7 @@ def _answer(answer: dict[str, Any] | None) -> dict[str, Any] | None:
     top = answer["top_tokens"]
     return {
         **answer,
+        "tool_calls": None if answer["tool_calls"] is None else orjson.dumps(answer["tool_calls"]).decode(),
         "tokens": _strings(answer["tokens"]),
         "top_tokens": None if top is None else [_strings(row) for row in top],
     }

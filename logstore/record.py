@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from cascade.logprobs import TokenLogprobs
 from cascade.terms import Decision, Reason, Tier
 
-EXPORT_SCHEMA_VERSION = 2
+EXPORT_SCHEMA_VERSION = 3
 
 # Request parameters kept by redaction: knobs, never text (tools, stop strings, response formats and
 # `user` can all carry the caller's words).
@@ -39,7 +39,9 @@ REDACTION_KEEPS_PARAMS = frozenset(
 
 @dataclass(slots=True)
 class TierAnswer:
-    """One tier's answer to the request: its text, token logprobs, token counts and latency."""
+    """One tier's answer to the request: its text and tool calls, token logprobs, token counts and latency.
+    ``invalid`` says why it is not the tool call or JSON the request asked for (None: it is, or it was not
+    checked)."""
 
     model: str
     text: str | None = None
@@ -48,12 +50,16 @@ class TierAnswer:
     completion_tokens: int | None = None
     latency_s: float | None = None
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    invalid: str | None = None
 
     def to_export_dict(self) -> dict[str, Any]:
         empty: dict[str, Any] = {"tokens": None, "logprobs": None, "top_tokens": None, "top_logprobs": None}
         return {
             "model": self.model,
             "text": self.text,
+            "tool_calls": self.tool_calls,
+            "invalid": self.invalid,
             **(self.logprobs.to_export_dict() if self.logprobs is not None else empty),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -155,15 +161,20 @@ class LogRecord:
 def redact(record: LogRecord) -> LogRecord:
     """A copy without the caller's words: message contents, answer texts and token strings are dropped.
 
-    Kept: message roles and count, numeric request knobs, every signal, the logprob numbers, token counts,
-    latencies, cost and outcome (status and error), so calibration and cost reports still work on a redacted log.
+    Kept: message roles and count, the names of the functions called, numeric request knobs, every signal, the
+    logprob numbers, token counts, latencies, cost and outcome (status and error), so calibration and cost
+    reports still work on a redacted log.
     """
 
     def answer(tier: TierAnswer | None) -> TierAnswer | None:
         if tier is None:
             return None
         logprobs = tier.logprobs.redacted() if tier.logprobs is not None else None
-        return replace(tier, text=None, logprobs=logprobs)
+        calls = None
+        if tier.tool_calls is not None:  # the function names stay, the arguments (the caller's words) go
+            calls = [{"type": "function", "function": {"name": _call_name(call)}} for call in tier.tool_calls]
+        invalid = "(redacted)" if tier.invalid is not None else None
+        return replace(tier, text=None, tool_calls=calls, invalid=invalid, logprobs=logprobs)
 
     messages = None
     if record.messages is not None:
@@ -177,6 +188,11 @@ def redact(record: LogRecord) -> LogRecord:
         teacher=answer(record.teacher),
         redacted=True,
     )
+
+
+def _call_name(call: Any) -> str | None:
+    function = call.get("function") if isinstance(call, dict) else None
+    return function.get("name") if isinstance(function, dict) else None
 
 
 _Term = TypeVar("_Term", Decision, Reason, Tier)

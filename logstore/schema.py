@@ -43,13 +43,25 @@ Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgr
 
 metadata = sa.MetaData()
 
-TIER_COLUMNS = ("model", "text", "tokens", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason")
+TIER_COLUMNS = (
+    "model",
+    "text",
+    "tool_calls",
+    "invalid",
+    "tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "finish_reason",
+)
 
 
 def _tier_columns(tier: str) -> list[sa.Column[Any]]:
     return [
         sa.Column(f"{tier}_model", sa.String(200)),
         sa.Column(f"{tier}_text", sa.Text),
+        sa.Column(f"{tier}_tool_calls", Json),
+        sa.Column(f"{tier}_invalid", sa.Text),
         sa.Column(f"{tier}_tokens", sa.LargeBinary),
         sa.Column(f"{tier}_prompt_tokens", sa.Integer),
         sa.Column(f"{tier}_completion_tokens", sa.Integer),
@@ -131,6 +143,8 @@ def record_to_row(record: LogRecord) -> dict[str, Any]:
             continue
         row[f"{name}_model"] = answer.model
         row[f"{name}_text"] = _without_nul(answer.text)
+        row[f"{name}_tool_calls"] = _without_nul(answer.tool_calls)
+        row[f"{name}_invalid"] = _without_nul(answer.invalid)
         row[f"{name}_tokens"] = answer.logprobs.encode() if answer.logprobs is not None else None
         row[f"{name}_prompt_tokens"] = answer.prompt_tokens
         row[f"{name}_completion_tokens"] = answer.completion_tokens
@@ -147,6 +161,8 @@ def _answer(row: Any, name: str) -> TierAnswer | None:
     return TierAnswer(
         model=model,
         text=row[f"{name}_text"],
+        tool_calls=row.get(f"{name}_tool_calls"),
+        invalid=row.get(f"{name}_invalid"),
         logprobs=TokenLogprobs.decode(bytes(blob)) if blob is not None else None,
         prompt_tokens=row[f"{name}_prompt_tokens"],
         completion_tokens=row[f"{name}_completion_tokens"],
@@ -183,6 +199,7 @@ def row_to_record(row: Any) -> LogRecord:
 
 
 _BLOB_COLUMNS = ("student_tokens", "teacher_tokens")
+_ADDED = ("tool_calls", "invalid")  # per-tier columns of migration 0004
 
 
 def row_to_spool(row: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +213,8 @@ def row_to_spool(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def spool_to_row(data: dict[str, Any]) -> dict[str, Any]:
-    row = {"client_request_id": None, **data}  # spooled before the column existed
+    added = ("client_request_id", *(f"{tier}_{column}" for tier in ("student", "teacher") for column in _ADDED))
+    row = {**dict.fromkeys(added), **data}  # spooled before these columns existed
     row["ts"] = datetime.fromisoformat(data["ts"])
     for column in _BLOB_COLUMNS:
         if row[column] is not None:

@@ -3,7 +3,10 @@
 A pair is a routed request (status ``ok``, decision not ``bypass``) whose record holds both the student's
 and the teacher's answer text: an escalation (the student answered, was not trusted, the teacher answered
 too) or a shadow (an accepted answer also sent to the teacher). Its label is ``agreement(student, teacher)``
-and its score a signal of the record, by default ``confidence``, the serving router's score.
+and its score a signal of the record, by default ``confidence``, the serving router's score. Tool calls and
+JSON answers are compared as values (:func:`router.agreement.answers_agree`). A student answer that failed the
+validity check (a tool call or JSON the request does not allow) is escalated whatever its score, so it is left
+out (``skipped_invalid``): the certificate is about the valid answers the threshold decides on.
 
 **Sampling bias.** The gateway logs every escalation but only a random share S of the accepted requests as
 shadows (``log_store.shadow_share``), so low scores are over-represented among the pairs. Calibrating on
@@ -29,6 +32,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import make_url
@@ -36,7 +40,7 @@ from sqlalchemy.engine import make_url
 from cascade.terms import Decision
 from logstore import LogRecord, iter_records
 from logstore.reader import _utc as utc  # the reader's own window normalisation (naive means UTC)
-from router.agreement import Agreement
+from router.agreement import Agreement, answers_agree
 from router.signals import FEATURE_NAMES, features
 
 DEFAULT_SCORE = "confidence"
@@ -64,6 +68,7 @@ class LogPairCounts:
     shadow_pairs: int = 0
     thinned: int = 0
     skipped_without_score: int = 0
+    skipped_invalid: int = 0
     accepted: int = 0
     shadow_records: int = 0
 
@@ -97,15 +102,17 @@ def record_score(record: LogRecord, score: str) -> float | None:
     return float(value)
 
 
-def _answer_texts(record: LogRecord) -> tuple[str, str] | None:
-    """(student text, teacher text) of a routed, successful record that holds both; else None."""
-    if record.status != "ok" or record.decision == Decision.BYPASS:
+def _answers(record: LogRecord) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The student's and the teacher's answers (as messages) of a routed, successful, unredacted record that
+    holds both; else None."""
+    if record.status != "ok" or record.decision == Decision.BYPASS or record.redacted:
         return None
-    if record.student is None or record.teacher is None:
-        return None
-    if record.student.text is None or record.teacher.text is None:
-        return None
-    return record.student.text, record.teacher.text
+    messages = []
+    for answer in (record.student, record.teacher):
+        if answer is None or (answer.text is None and answer.tool_calls is None):
+            return None
+        messages.append({"content": answer.text, "tool_calls": answer.tool_calls})
+    return messages[0], messages[1]
 
 
 def _check_share(shadow_share: float | None) -> None:
@@ -134,8 +141,11 @@ async def read_log_pairs(
         if record.decision == Decision.ACCEPT and record.status == "ok":
             n["accepted"] += 1
             n["shadow_records"] += record.shadow
-        texts = _answer_texts(record)
-        if texts is None:
+        answers = _answers(record)
+        if answers is None:
+            continue
+        if record.student is not None and record.student.invalid is not None:
+            n["skipped_invalid"] += 1
             continue
         value = record_score(record, score)
         if value is None:
@@ -143,7 +153,7 @@ async def read_log_pairs(
             continue
         draws.append(-1.0 if record.shadow else kept_share(record.request_id))
         scores.append(value)
-        labels.append(agreement(*texts))
+        labels.append(answers_agree(record.params, *answers, agreement))
         tokens.append(_token_counts(record))
     kept = np.asarray(draws, dtype=np.float64) < _thinning_share(shadow_share, n)
     escalated = np.asarray(draws, dtype=np.float64) >= 0
@@ -199,6 +209,8 @@ def _no_pairs_message(counts: LogPairCounts, score: str) -> str:
     found = f"{counts.records} record(s) read"
     if counts.skipped_without_score:
         found += f", {counts.skipped_without_score} pair(s) without the score {score!r}"
+    if counts.skipped_invalid:
+        found += f", {counts.skipped_invalid} pair(s) whose student answer failed the tool-call/JSON check"
     if counts.thinned:
         found += f", {counts.thinned} escalated pair(s) thinned away by --shadow-share"
     if counts.skipped_without_score:

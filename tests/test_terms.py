@@ -11,13 +11,21 @@ def test_each_reason_implies_its_decision() -> None:
     assert {reason.value: reason.decision.value for reason in Reason} == {
         "confident": "accept",
         "not_confident": "escalate",
+        "invalid_tool_call": "escalate",
+        "invalid_json": "escalate",
         "pre_routed": "escalate",
         "student_down": "escalate",
         "student_context": "escalate",
         "pinned": "bypass",
         "not_routed": "bypass",
     }
-    assert [r.value for r in Reason if r.escalates] == ["not_confident", "student_down", "student_context"]
+    assert [r.value for r in Reason if r.escalates] == [
+        "not_confident",
+        "invalid_tool_call",
+        "invalid_json",
+        "student_down",
+        "student_context",
+    ]
 
 
 def test_members_are_the_strings_the_log_json_and_metrics_carry() -> None:

@@ -46,6 +46,8 @@ ANSWER_KEYS = {
     "completion_tokens",
     "latency_s",
     "finish_reason",
+    "tool_calls",
+    "invalid",
 }
 
 
@@ -108,6 +110,32 @@ def test_redaction_drops_the_words_and_keeps_the_signals() -> None:
         assert exported[tier]["logprobs"] == record.to_export_dict()[tier]["logprobs"]
     assert "Paris" not in orjson.dumps(exported).decode()
     assert record.messages is not None and record.messages[1]["content"]  # the original is untouched
+
+
+def tool_call_record(request_id: str) -> LogRecord:
+    """An agent's turn: the tools offered, an invalid student call, the teacher's parallel calls."""
+    record = make_record(request_id, reason="invalid_tool_call")
+    record.params = {**(record.params or {}), "tools": [{"type": "function", "function": {"name": "get_weather"}}]}
+    assert record.student is not None and record.teacher is not None
+    bad = {"id": "s1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Par'}}
+    record.student.tool_calls, record.student.invalid = [bad], "the call to 'get_weather': arguments are not JSON"
+    record.teacher.text = None
+    record.teacher.tool_calls = [
+        {"id": f"t{i}", "type": "function", "function": {"name": "get_weather", "arguments": f'{{"city": "{c}"}}'}}
+        for i, c in enumerate(("Paris", "Lyon"))
+    ]
+    return record
+
+
+def test_tool_calls_survive_the_row_and_spool_forms_and_redaction_keeps_only_the_names() -> None:
+    record = tool_call_record("r-tools")
+    back = row_to_record(spool_to_row(orjson.loads(orjson.dumps(row_to_spool(record_to_row(record))))))
+    assert back.to_export_dict() == record.to_export_dict()
+    assert back.teacher is not None and back.teacher.tool_calls == record.teacher.tool_calls  # type: ignore[union-attr]
+    redacted = redact(record).to_export_dict()
+    assert [call["function"] for call in redacted["teacher"]["tool_calls"]] == [{"name": "get_weather"}] * 2
+    assert redacted["student"]["invalid"] == "(redacted)"
+    assert "Paris" not in orjson.dumps(redacted).decode() and "Lyon" not in orjson.dumps(redacted).decode()
 
 
 def test_record_refuses_an_unknown_reason_or_a_contradicting_decision_and_treats_naive_time_as_utc() -> None:

@@ -21,11 +21,12 @@ from alembic.script import ScriptDirectory
 from logstore import LogRecord, LogWriter, export, iter_records, make_engine, migrate, stats
 from logstore import writer as writer_module
 from logstore.db import MIGRATIONS, delete_older_than
+from logstore.record import EXPORT_SCHEMA_VERSION
 from logstore.parquet import SCHEMA
 from logstore.schema import metadata, record_to_row
 from logstore.spool import Spool, open_slot
 from tests.logstore.helpers import make_record, settings, stored_ids
-from tests.logstore.test_record import EXPORT_KEYS
+from tests.logstore.test_record import EXPORT_KEYS, tool_call_record
 
 
 async def read_all(url: str) -> list[LogRecord]:
@@ -213,7 +214,7 @@ def test_export_and_stats_cover_exactly_the_window(store_url: str, tmp_path: Pat
     assert jsonl_count == parquet_count == 6
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sorted(line["request_id"] for line in lines) == ["a1", "a2", "a3", "e1", "e2", "p1"]
-    assert all(set(line) == EXPORT_KEYS and line["schema_version"] == 2 for line in lines)
+    assert all(set(line) == EXPORT_KEYS and line["schema_version"] == EXPORT_SCHEMA_VERSION for line in lines)
     assert not list(tmp_path.glob("*.partial"))
 
     table = pq.read_table(tmp_path / "out.parquet")
@@ -231,6 +232,25 @@ def test_export_and_stats_cover_exactly_the_window(store_url: str, tmp_path: Pat
     assert summary.top_reasons == [("confident", 3), ("not_confident", 1), ("pinned", 1), ("student_down", 1)]
     assert summary.student_tokens == 6 * 32 and summary.teacher_tokens == 3 * 32
     assert asyncio.run(stats(store_url, until, None)).requests == 1
+
+
+def test_tool_calls_and_the_verdict_are_stored_and_exported(store_url: str, tmp_path: Path) -> None:
+    record = tool_call_record("tools-1")
+
+    async def scenario() -> list[LogRecord]:
+        writer = LogWriter(settings(store_url, tmp_path))
+        await writer.start()
+        writer.submit(record)
+        await writer.close()
+        await export(store_url, None, None, tmp_path / "out.parquet", format="parquet")
+        return [stored async for stored in iter_records(store_url)]
+
+    (stored,) = asyncio.run(scenario())
+    assert stored.to_export_dict() == record.to_export_dict()
+    (row,) = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert json.loads(row["teacher"]["tool_calls"]) == record.teacher.tool_calls  # type: ignore[union-attr]
+    assert row["student"]["invalid"] == record.student.invalid  # type: ignore[union-attr]
+    assert row["student"]["text"] == "Paris?" and row["teacher"]["text"] is None
 
 
 def test_submit_never_blocks_or_raises_when_full_or_closed(store_url: str, tmp_path: Path) -> None:

@@ -24,7 +24,15 @@ from typer.testing import CliRunner
 
 from cascade.cli import app
 from logstore import LogRecord, LogWriter, TierAnswer, make_engine
-from router.from_log import BIAS_WARNING, LogPairCounts, LogPairs, record_score, source_report
+from router.agreement import AGREEMENTS
+from router.from_log import (
+    BIAS_WARNING,
+    LogPairCounts,
+    LogPairs,
+    read_log_pairs,
+    record_score,
+    source_report,
+)
 from router.signals import features
 from tests.logstore.conftest import pg_base_url
 from tests.logstore.helpers import settings, token_logprobs
@@ -239,6 +247,35 @@ def test_an_answer_feature_missing_from_the_signals_is_computed_from_the_logged_
     assert record_score(record, "pre_score") is None
     record.student = TierAnswer("s", "a")
     assert record_score(record, "prob_q10") is None
+
+
+def _tool_record(request_id: str, student: str, teacher: str, invalid: str | None = None) -> LogRecord:
+    def answer(model: str, arguments: str) -> TierAnswer:
+        call = {"id": "c", "type": "function", "function": {"name": "book", "arguments": arguments}}
+        return TierAnswer(model, None, tool_calls=[call])
+
+    tools = [{"type": "function", "function": {"name": "book", "parameters": {"type": "object"}}}]
+    reason = "invalid_tool_call" if invalid else "not_confident"
+    record = LogRecord(
+        request_id, START, "escalate", reason, "teacher", params={"tools": tools}, signals={"confidence": 0.4},
+        student=answer("s", student), teacher=answer("t", teacher),
+    )  # fmt: skip
+    assert record.student is not None
+    record.student.invalid = invalid
+    return record
+
+
+def test_tool_call_pairs_are_labelled_by_value_and_invalid_student_calls_are_left_out(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    records = [
+        _tool_record("same", '{"city": "Oslo", "n": 2}', '{"n": 2.0, "city": "Oslo"}'),
+        _tool_record("other", '{"city": "Rome"}', '{"city": "Oslo"}'),
+        _tool_record("broken", '{"city": "Os', '{"city": "Oslo"}', invalid="arguments are not JSON"),
+    ]
+    asyncio.run(_write(url, tmp_path, records))
+    pairs = asyncio.run(read_log_pairs(url, AGREEMENTS["exact"]))  # exact text would call "same" a disagreement
+    assert pairs.student_ok.tolist() == [False, True]  # time order, then request id: "other", "same"
+    assert pairs.counts.skipped_invalid == 1 and pairs.counts.pairs == 2
 
 
 def test_the_source_masks_the_password() -> None:
