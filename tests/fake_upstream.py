@@ -9,6 +9,11 @@ Behaviours: ``confident`` (default; token logprob -0.01), ``unsure`` (token logp
 ``unauthorized`` (HTTP 401, an expired key), ``forbidden`` (HTTP 403), ``slow`` (answers after 5 s), ``die`` (streams
 two tokens, then drops the connection; a non-streamed request gets its connection dropped), ``hold`` (streams the
 whole answer, then waits 5 s before the usage chunk), ``garbage`` (a 200 that is not JSON).
+Structured answers: ``call`` (a confident call of the request's first tool with ``{"city": "Paris"}``, its
+tokens in Qwen2.5's hermes format), ``callmixed`` (the same call, confident on the values but unsure on the
+JSON punctuation and keys around them), ``badcall`` (a confident call with ``{"city": 7}``), ``parallel`` (two
+calls: Paris and Lyon), ``json`` (content ``{"name": "Ada", "age": 36}``), ``badjson`` (``"age": "36"``) and
+``padjson`` (valid JSON padded with spaces and cut at ``max_tokens``, finish reason ``length``).
 
 Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
 ``GET /_stats`` returns the requests it received and how many were cancelled by their client;
@@ -27,6 +32,7 @@ import argparse
 import asyncio
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,16 @@ from aiohttp import web
 
 SLOW_S = 5.0
 _SCRIPT = re.compile(r"(student|teacher)=(\w+)")
+_CALLS = ("call", "callmixed", "badcall", "parallel")
+_JSON = ("json", "badjson", "padjson")
+
+
+@dataclass(frozen=True)
+class Answer:
+    tokens: list[str]
+    logprobs: list[float]
+    message: dict[str, Any]
+    finish_reason: str
 
 
 class FakeUpstream:
@@ -64,18 +80,48 @@ class FakeUpstream:
     def tokens(self) -> list[str]:
         return ["Answer", " from", f" {self.role}", "."]
 
-    def logprob_items(self, behaviour: str, top_k: int) -> list[dict[str, Any]]:
-        logprob = -3.0 if behaviour == "unsure" else -0.01
+    def answer(self, body: dict[str, Any], behaviour: str) -> Answer:
+        """The scripted answer: its tokens with their logprobs, the message, the finish reason."""
+        if behaviour in _CALLS:
+            tools = body.get("tools") or [{"function": {"name": "none_offered"}}]
+            name = tools[0]["function"]["name"]
+            cities: list[Any] = {"badcall": [7], "parallel": ["Paris", "Lyon"]}.get(behaviour, ["Paris"])
+            tokens, values, calls = [], [], []
+            for i, city in enumerate(cities):
+                arguments = orjson.dumps({"city": city}).decode()
+                calls.append({"id": f"call_{self.role}_{i}", "type": "function",
+                              "function": {"name": name, "arguments": arguments}})  # fmt: skip
+                head = ["<tool_call>", "\n", '{"', "name", '":', ' "', name, '",', ' "', "arguments", '":', ' {"']
+                tail = ["city", '":', *([' "', city, '"}}'] if isinstance(city, str) else [" ", str(city), "}}"])]
+                values += [len(tokens) + 6, len(tokens) + len(head) + 3]  # the name and the city
+                tokens += [*head, *tail, "\n", "</tool_call>"]
+            unsure = -3.0 if behaviour == "callmixed" else -0.01
+            logprobs = [-0.01 if i in values else unsure for i in range(len(tokens))]
+            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            return Answer(tokens, logprobs, message, "tool_calls")
+        if behaviour in _JSON:
+            age = '"36"' if behaviour == "badjson" else "36"
+            tokens = ['{"', "name", '":', ' "', "Ada", '",', ' "', "age", '":', " " + age, "}"]
+            finish = "stop"
+            if behaviour == "padjson":
+                tokens, finish = [*tokens[:-1], *[" "] * 8], "length"
+            logprobs = [-0.01] * len(tokens)
+            return Answer(tokens, logprobs, {"role": "assistant", "content": "".join(tokens)}, finish)
+        tokens = self.tokens()
+        logprobs = [-3.0 if behaviour == "unsure" else -0.01] * len(tokens)
+        return Answer(tokens, logprobs, {"role": "assistant", "content": "".join(tokens)}, "stop")
+
+    def logprob_items(self, answer: Answer, top_k: int) -> list[dict[str, Any]]:
         items = []
-        for token in self.tokens():
+        for token, logprob in zip(answer.tokens, answer.logprobs, strict=True):
             top = [{"token": token, "logprob": logprob, "bytes": None}]
             top += [{"token": f"alt{i}", "logprob": logprob - 1 - i, "bytes": None} for i in range(top_k - 1)]
             items.append({"token": token, "logprob": logprob, "bytes": None, "top_logprobs": top[:top_k]})
         return items
 
-    def usage(self, body: dict[str, Any]) -> dict[str, int]:
+    def usage(self, body: dict[str, Any], answer: Answer) -> dict[str, int]:
         prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) + 5
-        completion = len(self.tokens())
+        completion = len(answer.tokens)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def models(self, request: web.Request) -> web.Response:
@@ -168,9 +214,10 @@ class FakeUpstream:
         if behaviour == "slow":
             await asyncio.sleep(SLOW_S)
         top_k = int(body.get("top_logprobs") or 0)
-        logprobs = self.logprob_items(behaviour, top_k) if body.get("logprobs") else None
+        scripted = self.answer(body, behaviour)
+        logprobs = self.logprob_items(scripted, top_k) if body.get("logprobs") else None
         if body.get("stream"):
-            return await self._stream(request, body, behaviour, logprobs)
+            return await self._stream(request, body, behaviour, scripted, logprobs)
         if behaviour == "die":
             assert request.transport is not None
             request.transport.abort()
@@ -183,12 +230,12 @@ class FakeUpstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(self.tokens())},
+                    "message": scripted.message,
                     "logprobs": {"content": logprobs} if logprobs is not None else None,
-                    "finish_reason": "stop",
+                    "finish_reason": scripted.finish_reason,
                 }
             ],
-            "usage": self.usage(body),
+            "usage": self.usage(body, scripted),
         }
         return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
@@ -197,6 +244,7 @@ class FakeUpstream:
         request: web.Request,
         body: dict[str, Any],
         behaviour: str,
+        scripted: Answer,
         logprobs: list[dict[str, Any]] | None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
@@ -212,7 +260,14 @@ class FakeUpstream:
             await response.write(b"data: " + orjson.dumps({**base, "choices": choices, **extra}) + b"\n\n")
 
         await send([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-        for i, token in enumerate(self.tokens()):
+        for i, call in enumerate(scripted.message.get("tool_calls") or ()):  # as vLLM streams them
+            head = {"index": i, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"]}}
+            await send([{"index": 0, "delta": {"tool_calls": [head]}, "finish_reason": None}])
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), 5):
+                piece = {"index": i, "function": {"arguments": arguments[start : start + 5]}}
+                await send([{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}])
+        for i, token in enumerate(scripted.tokens if not scripted.message.get("tool_calls") else ()):
             if behaviour == "die" and i == 2:
                 assert request.transport is not None
                 request.transport.abort()
@@ -220,11 +275,11 @@ class FakeUpstream:
             chunk_logprobs = {"content": [logprobs[i]]} if logprobs is not None else None
             await send([{"index": 0, "delta": {"content": token}, "logprobs": chunk_logprobs, "finish_reason": None}])
             await asyncio.sleep(0.01)
-        await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        await send([{"index": 0, "delta": {}, "finish_reason": scripted.finish_reason}])
         if behaviour == "hold":
             await asyncio.sleep(5)
         if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage=self.usage(body))
+            await send([], usage=self.usage(body, scripted))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -21,8 +21,8 @@ from alembic.script import ScriptDirectory
 from logstore import LogRecord, LogWriter, export, iter_records, make_engine, migrate, stats
 from logstore import writer as writer_module
 from logstore.db import MIGRATIONS, delete_older_than
-from logstore.record import EXPORT_SCHEMA_VERSION
 from logstore.parquet import SCHEMA
+from logstore.record import EXPORT_SCHEMA_VERSION
 from logstore.schema import metadata, record_to_row
 from logstore.spool import Spool, open_slot
 from tests.logstore.helpers import make_record, settings, stored_ids
