@@ -35,6 +35,7 @@ class Reason(StrEnum):
     PRE_ROUTED = "pre_routed"  # the pre-generation router sent the prompt straight to the teacher
     STUDENT_DOWN = "student_down"  # the student could not answer (down, refusing the gateway, adapter missing)
     STUDENT_CONTEXT = "student_context"  # the prompt was longer than the student's context
+    STUDENT_REFUSED = "student_refused"  # the student refused the request (a 4xx: e.g. it is served without tools)
     PINNED = "pinned"  # the client asked for a tier's model by name
     NOT_ROUTED = "not_routed"  # parsed and authenticated, then refused (limits, bounds) or cancelled
 

@@ -7,7 +7,9 @@ request's :class:`~gateway.exchange.Exchange`.
 
 When a tier cannot answer (see ``UpstreamError.upstream_fault``: down, timing out, 5xx, or refusing the gateway's
 key, quota or model), the other one does: a failing student sends the alias to the teacher (``student_down``),
-as does a prompt longer than the student's context (``student_context``); a failing teacher on an escalation
+as does a prompt longer than the student's context (``student_context``) and a request the student refuses
+with another 4xx (``student_refused``: a feature it is not served with, such as tool calling; if the request
+itself is at fault the teacher refuses it too, and its error is the client's); a failing teacher on an escalation
 leaves the student's answer, marked degraded (``router.on_teacher_down``). A student that lost its promoted
 adapter (see :mod:`gateway.health`) is answered for per ``router.on_adapter_missing``.
 """
@@ -163,9 +165,7 @@ class Cascade:
             if isinstance(exc, UpstreamBadResponse) and exc.context_too_long:
                 exchange.reason = Reason.STUDENT_CONTEXT
                 return None
-            if not exc.upstream_fault:
-                raise  # the request's own fault: the teacher would refuse it too
-            exchange.reason = Reason.STUDENT_DOWN
+            exchange.reason = Reason.STUDENT_DOWN if exc.upstream_fault else Reason.STUDENT_REFUSED
             return None
         call.take_completion(completion.body, completion.latency_s)
         return completion

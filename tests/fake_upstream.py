@@ -5,10 +5,11 @@ The last user message scripts each tier: ``student=unsure teacher=die`` (role = 
 
 Behaviours: ``confident`` (default; token logprob -0.01), ``unsure`` (token logprob -3.0), ``fail`` (HTTP 500),
 ``busy`` (HTTP 503), ``flaky`` (HTTP 503 with retry-after 0 on the first try of each prompt, then an answer),
-``limited`` (HTTP 429 with retry-after 1), ``reject`` (HTTP 400: the prompt is longer than the context),
-``unauthorized`` (HTTP 401, an expired key), ``forbidden`` (HTTP 403), ``slow`` (answers after 5 s), ``die`` (streams
-two tokens, then drops the connection; a non-streamed request gets its connection dropped), ``hold`` (streams the
-whole answer, then waits 5 s before the usage chunk), ``garbage`` (a 200 that is not JSON).
+``limited`` (HTTP 429 with retry-after 1), ``reject`` (HTTP 400: the prompt is longer than the context), ``refuse``
+(HTTP 400 for a feature the server lacks, as vLLM without a tool-call parser), ``unauthorized`` (HTTP 401, an
+expired key), ``forbidden`` (HTTP 403), ``slow`` (answers after 5 s), ``die`` (streams two tokens, then drops the
+connection; a non-streamed request gets its connection dropped), ``hold`` (streams the whole answer, then waits
+5 s before the usage chunk), ``garbage`` (a 200 that is not JSON).
 Structured answers: ``call`` (a confident call of the request's first tool with ``{"city": "Paris"}``, its
 tokens in Qwen2.5's hermes format), ``callmixed`` (the same call, confident on the values but unsure on the
 JSON punctuation and keys around them), ``badcall`` (a confident call with ``{"city": 7}``), ``parallel`` (two
@@ -208,6 +209,10 @@ class FakeUpstream:
             return web.json_response({"error": {"message": "invalid api key", "type": "auth_error"}}, status=status)
         if behaviour == "reject":
             error = {"message": "This model's maximum context length is 10 tokens", "type": "BadRequestError"}
+            return web.json_response({"error": error}, status=400)
+        if behaviour == "refuse":
+            message = '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+            error = {"message": message, "type": "BadRequestError"}
             return web.json_response({"error": error}, status=400)
         if behaviour == "garbage":
             return web.Response(body=b"<html>not json</html>", content_type="application/json")

@@ -16,6 +16,7 @@ def test_each_reason_implies_its_decision() -> None:
         "pre_routed": "escalate",
         "student_down": "escalate",
         "student_context": "escalate",
+        "student_refused": "escalate",
         "pinned": "bypass",
         "not_routed": "bypass",
     }
@@ -25,6 +26,7 @@ def test_each_reason_implies_its_decision() -> None:
         "invalid_json",
         "student_down",
         "student_context",
+        "student_refused",
     ]
 
 

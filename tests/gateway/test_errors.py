@@ -102,6 +102,15 @@ def test_upstream_rejection_is_passed_on_as_400(gateway: Server, model: str, scr
     assert "maximum context length" in error["message"]
 
 
+def test_a_request_the_student_refuses_goes_to_the_teacher_whose_refusal_is_the_clients(gateway: Server) -> None:
+    """A student served without tool calling refuses what the teacher can answer; when both refuse, the
+    client gets the teacher's 400."""
+    answered = post(gateway, json={"model": "cascade", "messages": ask("student=refuse")})
+    assert answered.status_code == 200 and answered.headers["x-cascade-tier"] == "teacher"
+    refused = post(gateway, json={"model": "cascade", "messages": ask("student=refuse teacher=refuse")})
+    assert "--tool-call-parser" in assert_openai_error(refused, 400)["message"]
+
+
 def test_garbage_from_upstream_is_502(gateway: Server) -> None:
     response = post(gateway, json={"model": "student-model", "messages": ask("student=garbage")})
     assert_openai_error(response, 502)
