@@ -2,7 +2,8 @@
 
 Pure functions over the OpenAI request and the answer's ``message``; no HTTP.
 
-- :func:`check_answer`: validity first. A tool call whose name is not among the request's tools, that
+- :func:`check_answer`: validity first. A tool call whose name is not among the request's tools, or left in
+  the content as text (markup, or a bare JSON call the server did not parse), that
   ``tool_choice`` forbids (``none``, another function), whose arguments do not parse as a JSON object or do not
   validate against the tool's JSON schema; no tool call where ``tool_choice`` requires one; content that does
   not parse or validate against the request's ``response_format``; a structured answer cut at ``max_tokens``.
@@ -36,6 +37,7 @@ _TYPE_ALIASES = {"dict": "object", "float": "number", "tuple": "array", "list": 
 # Markup a tool-calling model writes around a call (Qwen2.5's hermes format); left in the content, the server
 # could not parse the call.
 _CALL_MARKUP = ("<tool_call>", "</tool_call>")
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,28 @@ def parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str]:
     return value, ""
 
 
+def _written_as_text(content: str, tools: Mapping[str, Any]) -> bool:
+    """The content is a tool call the server left as text: Hermes ``<tool_call>`` markup, or (what small models
+    write with ``tool_choice: auto``) nothing but a JSON ``{"name": <one of the tools>, "arguments": ...}``,
+    a list of them, or one in a Markdown code fence."""
+    if not tools:
+        return False
+    if any(tag in content for tag in _CALL_MARKUP):
+        return True
+    text = _FENCE.sub("", content.strip()).strip()
+    if not text.startswith(("{", "[")):
+        return False
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    items = value if isinstance(value, list) else [value]
+    return bool(items) and all(
+        isinstance(item, dict) and item.get("name") in tools and ("arguments" in item or "parameters" in item)
+        for item in items
+    )
+
+
 def _invalid_call(detail: str) -> Verdict:
     return Verdict(Reason.INVALID_TOOL_CALL, detail)
 
@@ -150,8 +174,8 @@ def _check_calls(request: Mapping[str, Any], message: Mapping[str, Any]) -> Verd
     calls = message.get("tool_calls") or []
     if not calls:
         content = message.get("content") or ""
-        if request.get("tools") and isinstance(content, str) and any(tag in content for tag in _CALL_MARKUP):
-            return _invalid_call("the answer holds a tool call the model server could not parse")
+        if isinstance(content, str) and _written_as_text(content, tool_schemas(request)):
+            return _invalid_call("the call is written as text: the model server did not parse it as a tool call")
         if choice == "required" or choice.startswith("function:"):
             return _invalid_call(f"no tool call, but tool_choice is {choice.removeprefix('function:')!r}")
         return VALID

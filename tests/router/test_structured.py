@@ -73,13 +73,20 @@ def test_a_valid_call_passes() -> None:
         (calls(call("get_weather", {"town": "Paris"})), "'city' is a required property"),
         (calls(call("get_weather", {"city": "Paris", "unit": "k"})), "unit: 'k' is not one of"),
         (calls(call("get_weather", {"city": 7})), "city: 7 is not of type 'string'"),
-        (text('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}\n'), "could not parse"),
+        (text('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}\n'), "written as text"),
+        (text('{"name": "get_weather", "arguments": {"city": "Paris"}}'), "written as text"),
+        (text('```json\n[{"name": "get_weather", "parameters": {"city": "Paris"}}]\n```'), "written as text"),
     ],
 )
 def test_an_invalid_call_is_named_and_explained(answer: dict[str, Any], words: str) -> None:
     verdict = check_answer(request(tools=[WEATHER]), answer, "tool_calls")
     assert verdict.reason is Reason.INVALID_TOOL_CALL
     assert words in verdict.detail
+
+
+def test_json_text_that_is_no_call_of_an_offered_tool_is_a_text_answer() -> None:
+    for content in ('{"name": "Paris", "arguments": 1}', '{"city": "Paris"}', "Sunny, 21 C.", '{"name": "get_weather"'):
+        assert check_answer(request(tools=[WEATHER]), text(content), "stop").valid
 
 
 def test_a_call_cut_at_max_tokens_is_invalid() -> None:
