@@ -115,20 +115,17 @@ class Cascade:
         if pre_score is not None:  # clearly too hard for the student: straight to the teacher
             exchange.reason = Reason.PRE_ROUTED
             exchange.signals["pre_score"] = pre_score
-            return await self._call(exchange, self.teacher, request, data, ask)
+            return await self._teacher(exchange, request, data, ask)
         completion = await self._ask_student(exchange, data, ask)
         if completion is None:  # the student cannot answer this request: the teacher does
-            return await self._call(exchange, self.teacher, request, data, ask)
+            return await self._teacher(exchange, request, data, ask)
         assert exchange.student is not None
         decision = self.routing.judge(data, exchange.student)
         exchange.reason, exchange.confidence = decision.reason, decision.confidence
         exchange.signals["confidence"] = decision.confidence
         if not decision.accept:
             try:
-                answer = await self._call(exchange, self.teacher, request, data, ask)
-                if answer.body is not None and exchange.teacher is not None:
-                    check(data, exchange.teacher)  # an invalid answer from both tiers goes out flagged
-                return answer
+                return await self._teacher(exchange, request, data, ask)
             except UpstreamError as exc:
                 if not exc.upstream_fault or self.on_teacher_down != "degrade":
                     raise
@@ -138,6 +135,16 @@ class Cascade:
         exchange.tier = STUDENT
         assert exchange.student is not None
         return self._whole(completion.body, exchange.student.model, request, ask)
+
+    async def _teacher(
+        self, exchange: Exchange, request: ChatCompletionRequest, data: dict[str, Any], ask: ClientAsk
+    ) -> Answer:
+        """The teacher answers for the alias; a whole answer is checked like the student's, so that a tool
+        call or JSON the request does not allow goes out flagged (``x-cascade-invalid``), never silently."""
+        answer = await self._call(exchange, self.teacher, request, data, ask)
+        if answer.body is not None and exchange.teacher is not None:
+            check(data, exchange.teacher)
+        return answer
 
     async def _ask_student(self, exchange: Exchange, data: dict[str, Any], ask: ClientAsk) -> Completion | None:
         """The student's whole answer with logprobs, or None (with ``exchange.reason`` set) when it cannot give

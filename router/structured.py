@@ -21,6 +21,7 @@ and for arguments that parse, and :attr:`Verdict.schema_checked` says so.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ _TYPE_ALIASES = {"dict": "object", "float": "number", "tuple": "array", "list": 
 # Markup a tool-calling model writes around a call (Qwen2.5's hermes format); left in the content, the server
 # could not parse the call.
 _CALL_MARKUP = ("<tool_call>", "</tool_call>")
+_DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
@@ -145,8 +147,8 @@ def parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str]:
 
 def _written_as_text(content: str, tools: Mapping[str, Any]) -> bool:
     """The content is a tool call the server left as text: Hermes ``<tool_call>`` markup, or (what small models
-    write with ``tool_choice: auto``) nothing but a JSON ``{"name": <one of the tools>, "arguments": ...}``,
-    a list of them, or one in a Markdown code fence."""
+    write with ``tool_choice: auto``) content that starts with a JSON ``{"name": <one of the tools>,
+    "arguments": ...}``, a list of them, or one in a Markdown code fence."""
     if not tools:
         return False
     if any(tag in content for tag in _CALL_MARKUP):
@@ -155,8 +157,8 @@ def _written_as_text(content: str, tools: Mapping[str, Any]) -> bool:
     if not text.startswith(("{", "[")):
         return False
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
+        value, _ = _DECODER.raw_decode(text)  # the JSON value the content starts with
+    except ValueError:
         return False
     items = value if isinstance(value, list) else [value]
     return bool(items) and all(

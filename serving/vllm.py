@@ -44,6 +44,7 @@ class VllmOptions:
     enforce_eager: bool = False  # skip graph compilation: starts in about half the time, runs slower
     tool_parser: str | None = None  # --enable-auto-tool-choice with this --tool-call-parser (e.g. hermes)
     cpu_cores: str | None = None  # cpu profile: the cores its worker runs on ("0", "2-3"); None: vLLM's choice
+    aliases: tuple[str, ...] = ()  # more names the model answers to (--served-model-name takes several)
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -64,6 +65,7 @@ def vllm_command(options: VllmOptions, python: str = sys.executable) -> list[str
         str(options.model_dir),
         "--served-model-name",
         options.served_name,
+        *options.aliases,
         "--host",
         options.host,
         "--port",

@@ -34,6 +34,20 @@ def wait_for_records(url: str, count: int, timeout_s: float = 10.0) -> list[LogR
     raise AssertionError(f"{len(found)} of {count} records after {timeout_s} s")
 
 
+def wait_for_record(url: str, request_id: str, timeout_s: float = 10.0) -> LogRecord:
+    """The record of ``request_id`` in the store at ``url``, polled until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            found = [record for record in records(url) if record.request_id == request_id]
+        except Exception:  # the table appears with the writer's first migration
+            found = []
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no record {request_id} after {timeout_s} s")
+
+
 def metric_sum(gateway: Server, name: str) -> float:
     """The sum of every sample named ``name`` on the gateway's /metrics (all label sets)."""
     text = httpx.get(gateway.root + "/metrics").text

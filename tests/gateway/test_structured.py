@@ -8,16 +8,14 @@ calls, ``json``/``badjson``/``padjson`` content for a ``response_format``.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from logstore import LogRecord
 from tests.conftest import GatewayFactory, Server, gateway_config
-from tests.gateway.helpers import metric_sum, wait_for_records
+from tests.gateway.helpers import metric_sum, wait_for_record
 
 WEATHER = {
     "type": "function",
@@ -81,7 +79,7 @@ def test_a_call_that_breaks_the_schema_escalates_whatever_its_confidence(gateway
     assert headers["x-cascade-tier"] == "teacher" and "x-cascade-invalid" not in headers
     assert arguments(completion) == [{"city": "Paris"}, {"city": "Lyon"}]
     assert metric_sum(gateway, "cascade_escalations_total") == before + 1
-    record = _record(log_url, headers["x-request-id"])
+    record = wait_for_record(log_url, headers["x-request-id"])
     assert record.reason == "invalid_tool_call"
     assert record.student is not None and "city: 7 is not of type 'string'" in (record.student.invalid or "")
     assert record.teacher is not None and record.teacher.tool_calls is not None
@@ -92,20 +90,18 @@ def test_a_call_that_breaks_the_schema_escalates_whatever_its_confidence(gateway
     assert (record.params or {})["tools"] == [WEATHER]
 
 
-def _record(url: str, request_id: str) -> LogRecord:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = [record for record in wait_for_records(url, 1) if record.request_id == request_id]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no record {request_id} after 10 s")
-
-
 def test_an_invalid_answer_from_both_tiers_reaches_the_client_flagged(gateway: Server) -> None:
     completion, headers = ask_tools(gateway, "student=badcall teacher=badcall")
     assert headers["x-cascade-tier"] == "teacher" and headers["x-cascade-invalid"] == "invalid_tool_call"
     assert arguments(completion) == [{"city": 7}]  # the teacher's answer, as it gave it
+
+
+def test_a_student_without_tools_leaves_the_call_to_the_teacher_whose_answer_is_checked_too(gateway: Server) -> None:
+    completion, headers = ask_tools(gateway, "student=refuse teacher=call")
+    assert headers["x-cascade-tier"] == "teacher" and "x-cascade-invalid" not in headers
+    assert arguments(completion) == [{"city": "Paris"}]
+    _, headers = ask_tools(gateway, "student=refuse teacher=badcall")
+    assert headers["x-cascade-invalid"] == "invalid_tool_call"
 
 
 def test_tool_choice_none_refuses_a_call(gateway: Server) -> None:

@@ -75,6 +75,7 @@ def test_a_valid_call_passes() -> None:
         (calls(call("get_weather", {"city": 7})), "city: 7 is not of type 'string'"),
         (text('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}\n'), "written as text"),
         (text('{"name": "get_weather", "arguments": {"city": "Paris"}}'), "written as text"),
+        (text('{"name": "get_weather", "arguments": {"city": "Paris"}}\n{"temp": 21}'), "written as text"),
         (text('```json\n[{"name": "get_weather", "parameters": {"city": "Paris"}}]\n```'), "written as text"),
     ],
 )

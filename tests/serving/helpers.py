@@ -36,8 +36,11 @@ class Servers:
     teacher: VllmOptions
 
 
-def start_pair(paths: PairPaths, var_dir: Path, lora_rank: int | None) -> tuple[VllmServer, VllmServer]:
-    """Start a student and a teacher vLLM server (eager, small KV cache) and wait until both are healthy."""
+def start_pair(
+    paths: PairPaths, var_dir: Path, lora_rank: int | None, teacher_aliases: tuple[str, ...] = ()
+) -> tuple[VllmServer, VllmServer]:
+    """Start a student and a teacher vLLM server (eager, small KV cache) and wait until both are healthy; the
+    teacher also answers to ``teacher_aliases``."""
     common: dict[str, Any] = {
         "cache_root": var_dir / "vllm-cache",
         "enforce_eager": True,
@@ -67,6 +70,7 @@ def start_pair(paths: PairPaths, var_dir: Path, lora_rank: int | None) -> tuple[
             log_path=var_dir / "teacher.log",
             tool_parser=paths.teacher.tool_parser,
             cpu_cores=teacher_cores,
+            aliases=teacher_aliases,
             **common,
         ),
     )

@@ -112,6 +112,9 @@ def test_vllm_command_follows_the_profile(tmp_path: Path) -> None:
     assert "--tool-call-parser" not in cpu_argv  # no tools unless the model's format is known
     tools = vllm_command(VllmOptions(**common, tool_parser="hermes"))
     assert tools[tools.index("--tool-call-parser") + 1] == "hermes" and "--enable-auto-tool-choice" in tools
+    named = vllm_command(VllmOptions(**common, aliases=("other",)))
+    at = named.index("--served-model-name")
+    assert named[at + 1 : at + 3] == [common["served_name"], "other"]
     pinned = VllmOptions(**common, cpu_cores="1")
     assert vllm_env(pinned, {})["VLLM_CPU_OMP_THREADS_BIND"] == "1"
 
