@@ -10,7 +10,7 @@ times faster than bf16 there: ``CASCADE_LOCAL__DTYPE=float32 CASCADE_LOCAL__ENFO
    a recording is resumed, so a second run only analyses).
 2. Evaluates every router on the recording (``router.live``, the same as ``cascade router eval --live``):
    writes ``bench/results/router_live_<task>.{json,png}`` and ``..._cost.png``.
-3. Sweeps the serving router's threshold (``mean_logprob``), and finds the lowest threshold whose cascade
+3. Sweeps the serving router's threshold (``mean_prob``), and finds the lowest threshold whose cascade
    reaches 95% of the teacher's quality on the recording.
 4. Checks the recording's prediction through the real gateway: sets that threshold with ``POST
    /admin/threshold`` and sends ``--validate`` of the items with the official ``openai`` client to model

@@ -36,7 +36,7 @@ from distill.gate import load_student
 from evaluation.tasks import BANKING77_INTENTS, banking77_messages, read_banking77
 from logstore import LogRecord, LogWriter, TierAnswer, TokenLogprobs
 from router.agreement import label_match
-from router.signals import mean_logprob_confidence
+from router.signals import features
 from serving.models import pair_specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def answer_all(
                     "logprobs": chosen,
                     "top_ids": top_ids[row, :n].tolist(),
                     "top_logprobs": top_lp[row, :n].tolist(),
-                    "confidence": mean_logprob_confidence(chosen),
+                    "confidence": features(TokenLogprobs(chosen, top_lp[row, :n]))["mean_prob"],
                 }
             )
     return out
@@ -191,7 +191,7 @@ def main() -> None:
                 reason="not_confident" if escalate else "confident",
                 tier="teacher" if escalate else "student",
                 messages=messages,
-                signals={"mean_logprob": s["confidence"]},
+                signals={"mean_prob": s["confidence"]},
                 student=TierAnswer(student_spec.name, s["text"], logged(s), finish_reason="stop"),
                 teacher=TierAnswer(teacher_spec.name, t["text"], logged(t), finish_reason="stop") if escalate else None,
             )
@@ -206,7 +206,7 @@ def main() -> None:
             None,
             student={"url": "http://127.0.0.1:9/v1", "model": student_spec.name},
             teacher={"url": "http://127.0.0.1:9/v1", "model": teacher_spec.name},
-            router={"signal": "mean_logprob", "threshold": args.threshold},
+            router={"signal": "mean_prob", "threshold": args.threshold},
             log_store={"url": url, "spool_dir": str(args.work_dir / "spool")},
             distill={
                 "base_model": str(student_dir),

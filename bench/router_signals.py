@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from cascade.logprobs import TokenLogprobs
-from router.scorers import RouteInput, train_router
+from router.policy import RouteInput
+from router.scorers import train_router
 from router.signals import FEATURE_NAMES, feature_matrix, features
 
 RESULTS = Path(__file__).resolve().parent / "results" / "router_signals.json"

@@ -119,16 +119,34 @@ class UpstreamSettings(_Section):
         return value
 
 
+# router.signals.CONFIDENCE_SIGNALS, spelled here so that the settings load without the router (a test keeps them equal)
+ConfidenceSignal = Literal["mean_prob", "min_prob", "prob_q10", "prob_q25", "first_margin", "mean_margin"]
+
+
 class RouterSettings(_Section):
     """How the cascade decides between the student's answer and the teacher."""
 
-    signal: Literal["mean_logprob", "min_prob"] = Field(
-        default="mean_logprob",
-        description="Confidence signal: mean_logprob (geometric-mean token probability) or min_prob",
+    signal: ConfidenceSignal = Field(
+        default="mean_prob",
+        description="Confidence signal, a probability of the student's answer tokens: mean_prob (their geometric "
+        "mean), min_prob (the least likely token's), prob_q10/prob_q25 (low quantiles), first_margin/mean_margin "
+        "(top-1 minus top-2 probability)",
     )
     threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="Accept the student's answer when confidence >= threshold"
     )
+
+    @field_validator("signal", mode="before")
+    @classmethod
+    def _renamed_signal(cls, value: Any) -> Any:
+        if value == "mean_logprob":
+            raise ValueError(
+                "mean_logprob names the raw mean token logprob (<= 0), not a confidence: write "
+                "signal: mean_prob for the geometric-mean token probability (what mean_logprob meant "
+                "here before), with the same threshold"
+            )
+        return value
+
     structured_tokens: Literal["decision", "all"] = Field(
         default="decision",
         description="The tokens whose confidence judges a tool call or JSON answer: decision (the JSON values: "

@@ -12,10 +12,12 @@ from typing import Any
 from cascade.config import Settings
 from distill import dataset as ds
 from distill.errors import DistillError
-from distill.gate import EvalMetrics, decide, evaluate, load_student
+from distill.gate import EvalMetrics, decide, evaluate, load_student, serving_router
 from distill.promote import PromotionError, Registry, Target, Version, promote, set_gateway_threshold
 from distill.train import TrainResult, train
 from router.agreement import get_agreement
+from router.errors import RouterLoadError
+from router.policy import Router
 
 Say = Callable[[str], None]
 
@@ -64,23 +66,15 @@ class Outcome:
 
 
 def _evaluate_student(
-    settings: Settings, path: Path | None, method: str, sets: list[list[ds.EvalItem]]
+    settings: Settings, router: Router, path: Path | None, method: str, sets: list[list[ds.EvalItem]]
 ) -> list[EvalMetrics]:
     d = settings.distill
     tokenizer = load_tokenizer(d.base_model)
     model = load_student(d.base_model, path, method)
     agree = get_agreement(d.agreement)
+    top_logprobs = settings.router.top_logprobs
     out = [
-        evaluate(
-            model,
-            tokenizer,
-            items,
-            agree,
-            settings.router.signal,
-            settings.router.threshold,
-            d.eval_max_new_tokens,
-            d.eval_batch_size,
-        )
+        evaluate(model, tokenizer, items, agree, router, d.eval_max_new_tokens, d.eval_batch_size, top_logprobs)
         for items in sets
     ]
     del model
@@ -98,6 +92,8 @@ def _recalibrate(settings: Settings, metrics: list[EvalMetrics]) -> dict[str, An
     answers = [answer for m in metrics for answer in m.answers]
     if target is None:
         return {"message": "router recalibration off (distill.target_quality is null)"}
+    if settings.router.scorer is not None:
+        return {"message": "router recalibration skipped: the router artefact (router.scorer) keeps its threshold"}
     scores = np.array([a.confidence for a in answers])
     ok = np.array([a.agrees for a in answers])
     try:
@@ -146,10 +142,20 @@ def gate_and_promote(
             raise DistillError(f"distill.regression_set: {exc}") from None
     say(f"gate: {len(heldout)} held-out and {len(regression)} regression example(s)")
     serving_name = current.name if current else "base"
+    try:
+        router = serving_router(settings, current.manifest.get("threshold") if current else None)
+    except RouterLoadError as exc:
+        raise DistillError(
+            f"router.scorer: the gate scores with the serving router and cannot load it: {exc}"
+        ) from None
     serving = _evaluate_student(
-        settings, current.path if current else None, current.method if current else "lora", [heldout, regression]
+        settings,
+        router,
+        current.path if current else None,
+        current.method if current else "lora",
+        [heldout, regression],
     )
-    cand = _evaluate_student(settings, candidate, d.method, [heldout, regression])
+    cand = _evaluate_student(settings, router, candidate, d.method, [heldout, regression])
     decision = decide(
         cand[0],
         serving[0],

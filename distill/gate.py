@@ -2,9 +2,10 @@
 
 Both students answer the held-out set (this window's teacher examples not trained on) and the fixed
 regression set greedily, in-process with transformers (deterministic, no server needed). Each answer is
-judged against its reference with an agreement function of :mod:`router.agreement`, and scored with the
-router's confidence signal from its own token logprobs, which gives the escalation rate the router would
-produce at its current threshold.
+judged against its reference with an agreement function of :mod:`router.agreement`, and scored by the
+router that is serving (:func:`serving_router`: the configured artefact, or the configured signal at the
+serving student's threshold) from its own token logprobs and top-k alternatives, as the gateway would score
+it, which gives the escalation rate that router would produce.
 
 Decision: promote only if the candidate is better on the held-out set (agreement higher by more than
 ``min_gain``; or the same agreement with a lower escalation rate) and not worse on the regression set by
@@ -21,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from cascade.config import Settings
+from cascade.logprobs import TokenLogprobs
 from distill.dataset import EvalItem, prompt_ids
-from router.signals import SIGNALS
+from router.policy import RouteInput, Router, SignalRouter, accepts
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 @dataclass(slots=True)
 class Answer:
     text: str
-    logprobs: list[float]
+    tokens: TokenLogprobs
     confidence: float
     agrees: bool
 
@@ -71,11 +74,13 @@ def generate(
     prompts: Sequence[list[dict[str, str]]],
     max_new_tokens: int,
     batch_size: int,
-) -> list[tuple[str, list[float]]]:
-    """Greedy answers with the logprob of each generated token (the end token included, as vLLM reports it)."""
+    top_logprobs: int = 0,
+) -> list[tuple[str, TokenLogprobs]]:
+    """Greedy answers with the logprob of each generated token (the end token included, as vLLM reports it)
+    and the ``top_logprobs`` most likely alternatives at each position, as the router sees them from vLLM."""
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    out: list[tuple[str, list[float]]] = []
+    out: list[tuple[str, TokenLogprobs]] = []
     for start in range(0, len(prompts), batch_size):
         encoded = [prompt_ids(tokenizer, list(messages)) for messages in prompts[start : start + batch_size]]
         longest = max(len(ids) for ids in encoded)
@@ -97,12 +102,29 @@ def generate(
         new_tokens = result.sequences[:, longest:]
         logprobs = torch.stack([torch.log_softmax(score.float(), dim=-1) for score in result.logits], dim=1)
         chosen = logprobs.gather(2, new_tokens[:, : logprobs.shape[1], None]).squeeze(2)
+        top = logprobs.topk(top_logprobs, dim=-1).values if top_logprobs else logprobs[:, :, :0]
         for row in range(new_tokens.shape[0]):
             tokens = new_tokens[row].tolist()
             length = tokens.index(eos) + 1 if eos in tokens else len(tokens)
             text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True))
-            out.append((text, chosen[row, :length].tolist()))
+            out.append((text, TokenLogprobs(chosen[row, :length].numpy(), top[row, :length].numpy())))
     return out
+
+
+def serving_router(settings: Settings, serving_threshold: float | None) -> Router:
+    """The router the gateway serves with: the artefact at ``router.scorer`` when one is configured, else
+    ``router.signal`` at ``serving_threshold`` (the one the serving student's promotion applied) or, when none
+    was applied, ``router.threshold``."""
+    if settings.router.scorer is not None:
+        from router.artefact import load_router
+
+        return load_router(Path(settings.router.scorer))
+    threshold = settings.router.threshold if serving_threshold is None else serving_threshold
+    return SignalRouter(settings.router.signal, threshold)
+
+
+def _prompt(messages: Sequence[dict[str, str]]) -> str:
+    return next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def evaluate(
@@ -110,24 +132,25 @@ def evaluate(
     tokenizer: PreTrainedTokenizerBase,
     items: Sequence[EvalItem],
     agree: Callable[[str, str], bool],
-    signal: str,
-    threshold: float,
+    router: Router,
     max_new_tokens: int,
     batch_size: int,
+    top_logprobs: int = 0,
 ) -> EvalMetrics:
-    """Answer every item greedily; agreement with its reference; escalation rate at the router's threshold."""
+    """Answer every item greedily; agreement with its reference; the share ``router`` would escalate."""
     if not items:
         return EvalMetrics(0, None, None, None)
-    score = SIGNALS[signal]
-    generated = generate(model, tokenizer, [item.messages for item in items], max_new_tokens, batch_size)
+    prompts = [item.messages for item in items]
+    generated = generate(model, tokenizer, prompts, max_new_tokens, batch_size, top_logprobs)
     answers = []
-    for item, (text, logprobs) in zip(items, generated, strict=True):
-        answers.append(Answer(text, logprobs, score(logprobs), agree(text, item.reference)))
+    for item, (text, tokens) in zip(items, generated, strict=True):
+        confidence = router.score(RouteInput(prompt=_prompt(item.messages), answer=tokens))
+        answers.append(Answer(text, tokens, confidence, agree(text, item.reference)))
     confidences = np.array([answer.confidence for answer in answers])
     return EvalMetrics(
         n=len(answers),
         agreement=float(np.mean([answer.agrees for answer in answers])),
-        escalation_rate=float(np.mean(confidences < threshold)),
+        escalation_rate=float(np.mean([not accepts(c, router.threshold) for c in confidences])),
         mean_confidence=float(confidences.mean()),
         answers=answers,
     )

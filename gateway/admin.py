@@ -63,7 +63,7 @@ async def get_state(cascade: CascadeDep) -> dict[str, object]:
         "teacher_model": cascade.teacher.model,
         "alias": cascade.alias,
         "student_adapter": {"name": adapter.name, "path": adapter.path, "missing": adapter.missing},
-        "router": {"signal": cascade.routing.threshold.signal_name, "threshold": cascade.routing.threshold.threshold},
+        "router": {"signal": cascade.routing.signal.feature, "threshold": cascade.routing.signal.threshold},
     }
 
 
@@ -103,8 +103,8 @@ class ThresholdChange(BaseModel):
 @admin.post("/threshold")
 async def set_threshold(change: ThresholdChange, cascade: CascadeDep, state_file: StateDep) -> dict[str, object]:
     """A new threshold for the configured confidence signal (every worker follows within a second)."""
-    previous = cascade.routing.threshold.threshold
+    previous = cascade.routing.signal.threshold
     cascade.routing.set_threshold(change.threshold)
     state_file.update(threshold=change.threshold)
     state_file.on_change()
-    return {"threshold": change.threshold, "previous": previous, "signal": cascade.routing.threshold.signal_name}
+    return {"threshold": change.threshold, "previous": previous, "signal": cascade.routing.signal.feature}

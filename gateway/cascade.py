@@ -120,10 +120,10 @@ class Cascade:
         if completion is None:  # the student cannot answer this request: the teacher does
             return await self._teacher(exchange, request, data, ask)
         assert exchange.student is not None
-        decision = self.routing.judge(data, exchange.student)
-        exchange.reason, exchange.confidence = decision.reason, decision.confidence
-        exchange.signals["confidence"] = decision.confidence
-        if not decision.accept:
+        judgement = self.routing.judge(data, exchange.student)
+        exchange.reason, exchange.confidence = judgement.reason, judgement.confidence
+        exchange.signals["confidence"] = judgement.confidence
+        if not judgement.accept:
             try:
                 return await self._teacher(exchange, request, data, ask)
             except UpstreamError as exc:

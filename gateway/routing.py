@@ -1,7 +1,8 @@
 """The gateway's view of the router: the post-generation decision and the optional pre-generation skip.
 
-By default one confidence signal and a threshold (``router.signal``, ``router.threshold``). A saved router
-artefact (``router.scorer``) replaces them; a pre-generation artefact (``router.pre_router``) sends prompts
+By default a :class:`~router.policy.SignalRouter`: one confidence signal and a threshold (``router.signal``,
+``router.threshold``). A saved router artefact (``router.scorer``) replaces it; either decides through the one
+rule of :mod:`router.policy`; a pre-generation artefact (``router.pre_router``) sends prompts
 it scores below its threshold straight to the teacher, saving the student's latency. Artefacts sit in
 validating slots: a reload that fails keeps the router in use.
 """
@@ -18,8 +19,8 @@ from cascade.config import RouterSettings
 from cascade.logprobs import TokenLogprobs
 from cascade.terms import Reason
 from gateway.exchange import TierCall
-from router import Decision, ThresholdRouter, make_router
 from router.errors import RouterLoadError
+from router.policy import Judgement, RouteInput, Router, SignalRouter, decide
 from router.structured import Verdict, check_answer, decision_mask, json_format
 
 if TYPE_CHECKING:  # scikit-learn, skops and torch load only when an artefact is configured
@@ -42,7 +43,7 @@ def prompt_text(request: dict[str, Any]) -> str:
 
 class Routing:
     def __init__(self, settings: RouterSettings, on_error: Callable[[], None] = lambda: None) -> None:
-        self.threshold: ThresholdRouter = make_router(settings.signal, settings.threshold)
+        self.signal = SignalRouter(settings.signal, settings.threshold)
         self.scorer: RouterSlot | None = None
         self.pre: RouterSlot | None = None
         self.on_error = on_error  # counts failures in the metrics
@@ -59,11 +60,16 @@ class Routing:
 
     def set_threshold(self, threshold: float) -> None:
         """A new threshold for the configured signal (e.g. recalibrated after a promotion); atomic."""
-        self.threshold = make_router(self.threshold.signal_name, threshold)
+        self.signal = SignalRouter(self.signal.feature, threshold)
+
+    @property
+    def router(self) -> Router:
+        """The router that is serving: the artefact when one is loaded, else the configured signal."""
+        return self.scorer.router if self.scorer is not None else self.signal
 
     @property
     def version(self) -> str:
-        post = str(self.scorer.source) if self.scorer else f"{self.threshold.signal_name}@{self.threshold.threshold}"
+        post = str(self.scorer.source) if self.scorer else f"{self.signal.feature}@{self.signal.threshold}"
         return post + (f"+pre:{self.pre.source}" if self.pre else "")
 
     async def skip_student(self, request: dict[str, Any]) -> float | None:
@@ -71,8 +77,6 @@ class Routing:
         if self.pre is None:
             return None
         router = self.pre.router
-        from router.scorers import RouteInput
-
         try:
             score = await asyncio.to_thread(router.score, RouteInput(prompt=prompt_text(request)))
         except Exception:
@@ -81,26 +85,21 @@ class Routing:
             return None
         return score if score < router.threshold else None
 
-    def judge(self, request: dict[str, Any], call: TierCall) -> Decision:
+    def judge(self, request: dict[str, Any], call: TierCall) -> Judgement:
         """Accept or escalate the student's answer: a tool call or JSON the request does not allow is escalated
         (``call.invalid`` says why); otherwise its confidence decides, read from the tokens that carry the
         decision when the answer is structured and ``router.structured_tokens`` is ``decision``."""
         verdict = check(request, call)
         tokens = self._confidence_tokens(request, call)
-        if self.scorer is None:
-            decision = self.threshold.decide(tokens.logprobs.tolist())
-        else:
-            from router.scorers import RouteInput, decide
-
-            try:
-                decision = decide(self.scorer.router, RouteInput(prompt=prompt_text(request), answer=tokens))
-            except Exception:
-                self.on_error()
-                log.exception("the router artefact failed on a request; escalating it")
-                decision = Decision(False, 0.0, Reason.NOT_CONFIDENT)
+        try:
+            judgement = decide(self.router, RouteInput(prompt=prompt_text(request), answer=tokens))
+        except Exception:
+            self.on_error()
+            log.exception("the router artefact failed on a request; escalating it")
+            judgement = Judgement(0.0, Reason.NOT_CONFIDENT)
         if verdict.reason is not None:
-            return Decision(False, decision.confidence, verdict.reason)
-        return decision
+            return Judgement(judgement.confidence, verdict.reason)
+        return judgement
 
     def _confidence_tokens(self, request: dict[str, Any], call: TierCall) -> TokenLogprobs:
         tokens = call.tokens

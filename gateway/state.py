@@ -69,7 +69,7 @@ class StateFile:
         if state.student_model and state.student_model != self.cascade.student.model:
             log.warning("student tier now serves %s", state.student_model)
             self.cascade.switch_student(state.student_model, state.student_lora_path)
-        if state.threshold is not None and state.threshold != routing.threshold.threshold:
+        if state.threshold is not None and state.threshold != routing.signal.threshold:
             log.warning("router threshold now %s", state.threshold)
             routing.set_threshold(state.threshold)
         for which, path, slot in (("post", state.scorer, routing.scorer), ("pre", state.pre_router, routing.pre)):

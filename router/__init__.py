@@ -2,9 +2,10 @@
 
 No HTTP code lives here. The entry points the gateway uses:
 
-- :func:`make_router` / :class:`ThresholdRouter`: one signal over a plain list of token logprobs.
+- :mod:`router.policy`: the threshold rule (:func:`decide`), :class:`Router` (one method, ``score``),
+  :class:`RouteInput`, :class:`Judgement`, and :class:`SignalRouter` (one answer feature as the score).
 - :func:`features`: answer features from a :class:`cascade.logprobs.TokenLogprobs` (the one token-logprobs type).
-- :class:`Router` (one method, ``score``), :class:`RouteInput`, :func:`decide`.
+- :class:`LearnedRouter`: a fitted classifier as the score.
 - :func:`load_router`, :class:`RouterSlot` (validated hot reload), :func:`save_router`.
 - :func:`calibrate`: the threshold for a quality target or an escalation budget, with confidence.
 """
@@ -12,14 +13,8 @@ No HTTP code lives here. The entry points the gateway uses:
 from importlib import import_module
 from typing import Any
 
-from router.policy import Decision, ThresholdRouter, make_router
-from router.signals import (
-    FEATURE_NAMES,
-    SIGNALS,
-    features,
-    mean_logprob_confidence,
-    min_prob_confidence,
-)
+from router.policy import Judgement, RouteInput, Router, SignalRouter, decide
+from router.signals import CONFIDENCE_SIGNALS, FEATURE_NAMES, features
 
 # scikit-learn, scipy and skops load on first use only: `import router` stays cheap for the gateway
 _LAZY = {
@@ -31,10 +26,6 @@ _LAZY = {
     "CalibrationError": "router.calibration",
     "calibrate": "router.calibration",
     "LearnedRouter": "router.scorers",
-    "RouteInput": "router.scorers",
-    "Router": "router.scorers",
-    "SignalRouter": "router.scorers",
-    "decide": "router.scorers",
 }
 
 
@@ -45,24 +36,20 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CONFIDENCE_SIGNALS",
     "FEATURE_NAMES",
-    "SIGNALS",
     "Calibration",
     "CalibrationError",
-    "Decision",
+    "Judgement",
     "LearnedRouter",
     "RouteInput",
     "Router",
     "RouterLoadError",
     "RouterSlot",
     "SignalRouter",
-    "ThresholdRouter",
     "calibrate",
     "decide",
     "features",
     "load_router",
-    "make_router",
-    "mean_logprob_confidence",
-    "min_prob_confidence",
     "save_router",
 ]

@@ -27,8 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cascade.files import write_atomic
 from cascade.versions import is_version, next_version, staged_version, version_names
 from router.errors import RouterLoadError
+from router.policy import Router, SignalRouter
 from router.prompt_stats import PROMPT_FEATURE_NAMES
-from router.scorers import KNOWN_FEATURES, LearnedRouter, Router, SignalRouter
+from router.scorers import KNOWN_FEATURES, LearnedRouter
 from router.signals import FEATURE_NAMES
 
 FORMAT_VERSION = 1

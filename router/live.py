@@ -28,7 +28,8 @@ import numpy as np
 from cascade.logprobs import TokenLogprobs
 from router.agreement import Agreement
 from router.metrics import Curve, apgr, cpt, oracle_strong_need, random_curve, routing_curve
-from router.signals import FEATURE_NAMES, feature_matrix, mean_logprob_confidence
+from router.policy import accepts
+from router.signals import FEATURE_NAMES, feature_matrix
 
 if TYPE_CHECKING:
     from router.scorers import Kind
@@ -48,7 +49,7 @@ class LiveSet:
     student_ok: np.ndarray
     teacher_ok: np.ndarray
     features: np.ndarray  # (n, len(FEATURE_NAMES))
-    confidence: np.ndarray  # the serving default signal: exp(mean token logprob)
+    confidence: np.ndarray  # the serving default signal, mean_prob: exp(mean token logprob)
     student_cost: np.ndarray
     teacher_cost: np.ndarray
     student_tokens: np.ndarray  # (n, 2): prompt, completion
@@ -84,13 +85,14 @@ def live_set(
         return np.array([[row[tier]["prompt_tokens"] or 0, row[tier]["completion_tokens"] or 0] for row in rows])
 
     s_tok, t_tok = usage("student"), usage("teacher")
+    matrix = feature_matrix(answers)
     return LiveSet(
         ids=[row["id"] for row in rows],
         prompts=[_prompt_text(row["messages"]) for row in rows],
         student_ok=np.array([agreement(row["student"]["text"], row["gold"]) for row in rows]),
         teacher_ok=np.array([agreement(row["teacher"]["text"], row["gold"]) for row in rows]),
-        features=feature_matrix(answers),
-        confidence=np.array([mean_logprob_confidence(row["student"]["logprobs"]) for row in rows]),
+        features=matrix,
+        confidence=matrix[:, FEATURE_NAMES.index("mean_prob")],
         student_cost=np.array([student_price(int(p), int(c)) for p, c in s_tok]),
         teacher_cost=np.array([teacher_price(int(p), int(c)) for p, c in t_tok]),
         student_tokens=s_tok,
@@ -197,10 +199,10 @@ def evaluate_need(data: LiveSet, name: str, need: np.ndarray, pre_generation: bo
 
 
 def threshold_sweep(data: LiveSet, thresholds: Sequence[float]) -> list[dict[str, float]]:
-    """The serving router (``mean_logprob`` confidence) at fixed thresholds: share, quality, cost."""
+    """The default serving router (``mean_prob``) at fixed thresholds: share, quality, cost."""
     points = []
     for threshold in thresholds:
-        escalate = data.confidence < threshold
+        escalate = np.array([not accepts(float(c), threshold) for c in data.confidence], dtype=bool)
         answer_ok = np.where(escalate, data.teacher_ok, data.student_ok)
         cost = data.student_cost.sum() + data.teacher_cost[escalate].sum()
         points.append(

@@ -1,39 +1,86 @@
-"""The routing decision: a scorer turns the student's token logprobs into a confidence, a threshold decides."""
+"""The threshold rule, in one place: a router scores the student's answer, and the answer is accepted when
+``score >= threshold``; otherwise the request escalates to the teacher.
+
+Every router (:class:`Router`) has one scoring method, higher meaning "the student is more likely right":
+
+- :class:`SignalRouter` (here, numpy only): one named feature of the answer's token logprobs
+  (:data:`router.signals.FEATURE_NAMES`), e.g. ``mean_prob`` or ``min_prob``. The gateway's default
+  (``router.signal``, ``router.threshold``) is one of these.
+- :class:`router.scorers.LearnedRouter`: a fitted classifier over answer features and the prompt.
+
+The gateway, the calibration, the offline and live evaluations and the re-distillation gate all decide
+through :func:`decide`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
-from cascade.terms import Reason
-from router.signals import SIGNALS, Signal
+import numpy as np
+
+from cascade.logprobs import TokenLogprobs
+from cascade.terms import Decision, Reason
+from router.signals import FEATURE_NAMES, features
+
+Kind = Literal["signal", "post_hoc", "pre_generation"]
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    accept: bool
+class Judgement:
+    """What the router made of one answer: its confidence and the reason it is accepted or escalated."""
+
     confidence: float
-    reason: Reason  # CONFIDENT or NOT_CONFIDENT
+    reason: Reason
+
+    @property
+    def accept(self) -> bool:
+        return self.reason.decision is Decision.ACCEPT
 
 
 @dataclass(frozen=True, slots=True)
-class ThresholdRouter:
-    """Accept the student's answer when ``signal(logprobs) >= threshold``."""
+class RouteInput:
+    """What a router may look at: the prompt (text or its embedding) and the student's answer."""
 
-    signal_name: str
-    signal: Signal
+    prompt: str | None = None
+    answer: TokenLogprobs | None = None
+    embedding: np.ndarray | None = None
+
+
+@runtime_checkable
+class Router(Protocol):
+    kind: Kind
     threshold: float
 
-    def decide(self, logprobs: Sequence[float]) -> Decision:
-        confidence = self.signal(logprobs)
-        if confidence >= self.threshold:
-            return Decision(True, confidence, Reason.CONFIDENT)
-        return Decision(False, confidence, Reason.NOT_CONFIDENT)
+    def score(self, sample: RouteInput) -> float:
+        """Higher = the student's answer is more trustworthy."""
+        ...
 
 
-def make_router(signal: str, threshold: float) -> ThresholdRouter:
-    """Build the router for a named signal (one of :data:`router.signals.SIGNALS`)."""
-    try:
-        return ThresholdRouter(signal, SIGNALS[signal], threshold)
-    except KeyError:
-        raise ValueError(f"unknown signal {signal!r}; expected one of {sorted(SIGNALS)}") from None
+def accepts(score: float, threshold: float) -> bool:
+    """The rule itself: the student's answer stands when its score reaches the threshold."""
+    return score >= threshold
+
+
+def decide(router: Router, sample: RouteInput) -> Judgement:
+    """Score ``sample`` and apply the rule at the router's threshold."""
+    confidence = router.score(sample)
+    return Judgement(confidence, Reason.CONFIDENT if accepts(confidence, router.threshold) else Reason.NOT_CONFIDENT)
+
+
+@dataclass(slots=True)
+class SignalRouter:
+    """Score = one named feature of the answer (e.g. ``mean_prob``, ``prob_q10``)."""
+
+    feature: str
+    threshold: float
+    kind: Kind = "signal"
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURE_NAMES:
+            raise ValueError(f"unknown feature {self.feature!r}; expected one of {list(FEATURE_NAMES)}")
+
+    def score(self, sample: RouteInput) -> float:
+        if sample.answer is None:
+            raise ValueError("a signal router needs the student's answer logprobs")
+        return features(sample.answer)[self.feature]

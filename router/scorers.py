@@ -1,12 +1,9 @@
-"""Scorers: turn what is known about a request into one number, "how safe is the student's answer".
+"""Learned routers: scikit-learn classifiers that score the student's answer (or, before generation, the prompt).
 
-Every router has ONE scoring method, :meth:`Router.score`, returning a float where higher means the
-student (weak model) is more likely to be right; :func:`decide` compares it with the router's threshold
-(accept the student's answer when ``score >= threshold``, otherwise escalate to the teacher).
+They follow the one rule of :mod:`router.policy` (accept when ``score >= threshold``):
 
-- :class:`SignalRouter`: one feature of the answer's token logprobs (see :mod:`router.signals`).
-- :class:`LearnedRouter` of kind ``post_hoc``: a scikit-learn classifier over the answer's features
-  (optionally with the prompt embedding) predicting "the student's answer agrees with the teacher".
+- :class:`LearnedRouter` of kind ``post_hoc``: a classifier over the answer's features (optionally with the
+  prompt embedding) predicting "the student's answer agrees with the teacher".
 - :class:`LearnedRouter` of kind ``pre_generation``: a classifier over the prompt embedding only,
   predicting "the weak model will be right" before anything is generated.
 """
@@ -15,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 from scipy.special import expit
@@ -24,62 +21,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cascade.logprobs import TokenLogprobs
-from cascade.terms import Reason
 from router.embedding import DIMENSION, PromptEmbedder, default_embedder
-from router.policy import Decision
+from router.policy import Kind, RouteInput
 from router.prompt_stats import PROMPT_FEATURE_NAMES, prompt_features
 from router.signals import FEATURE_NAMES, features
 
-Kind = Literal["signal", "post_hoc", "pre_generation"]
 Target = Literal["student_ok", "gain"]
 MODELS: tuple[str, ...] = ("logreg", "gbdt")
 KNOWN_FEATURES: tuple[str, ...] = FEATURE_NAMES + PROMPT_FEATURE_NAMES
-
-
-@dataclass(frozen=True, slots=True)
-class RouteInput:
-    """What a router may look at: the prompt (text or its embedding) and the student's answer."""
-
-    prompt: str | None = None
-    answer: TokenLogprobs | None = None
-    embedding: np.ndarray | None = None
-
-
-@runtime_checkable
-class Router(Protocol):
-    kind: Kind
-    threshold: float
-
-    def score(self, sample: RouteInput) -> float:
-        """Higher = the student's answer is more trustworthy."""
-        ...
-
-
-def decide(router: Router, sample: RouteInput) -> Decision:
-    """Accept the student's answer when the router's score reaches its threshold."""
-    confidence = router.score(sample)
-    if confidence >= router.threshold:
-        return Decision(True, confidence, Reason.CONFIDENT)
-    return Decision(False, confidence, Reason.NOT_CONFIDENT)
-
-
-@dataclass(slots=True)
-class SignalRouter:
-    """Score = one named feature of the answer (e.g. ``prob_q10``)."""
-
-    feature: str
-    threshold: float
-    kind: Kind = "signal"
-
-    def __post_init__(self) -> None:
-        if self.feature not in FEATURE_NAMES:
-            raise ValueError(f"unknown feature {self.feature!r}; expected one of {list(FEATURE_NAMES)}")
-
-    def score(self, sample: RouteInput) -> float:
-        if sample.answer is None:
-            raise ValueError("a signal router needs the student's answer logprobs")
-        return features(sample.answer)[self.feature]
 
 
 def make_model(name: str, seed: int = 0, c: float = 1.0) -> Pipeline | HistGradientBoostingClassifier:

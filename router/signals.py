@@ -3,29 +3,31 @@
 Two layers:
 
 - :func:`features` turns an answer's :class:`~cascade.logprobs.TokenLogprobs` (the one token-logprobs type:
-  the chosen token's logprob and the top-k alternatives' per position) into named floats: mean logprob,
-  minimum and low quantiles of token probability (length-robust, Gupta et al., ICLR 2024), mean top-k
-  entropy, top-1/top-2 margin (first token and mean), answer length. Vectorised numpy, microseconds.
-- :data:`SIGNALS`: simple confidences in [0, 1] from a plain list of logprobs (higher = surer), used by
-  :func:`router.policy.make_router`. An answer without tokens has confidence 0: there is nothing to trust.
+  the chosen token's logprob and the top-k alternatives' per position) into named floats: mean logprob and
+  its exponential (the geometric-mean token probability), minimum and low quantiles of token probability
+  (length-robust, Gupta et al., ICLR 2024), mean top-k entropy, top-1/top-2 margin (first token and mean),
+  answer length. Vectorised numpy, microseconds. One name, one meaning: ``mean_logprob`` is always the raw
+  mean (<= 0), ``mean_prob`` its exponential in [0, 1].
+
+Any feature serves as a confidence through :class:`router.policy.SignalRouter`; the probability-valued ones
+(:data:`CONFIDENCE_SIGNALS`) are those a threshold in [0, 1] reads naturally. An answer without tokens has
+all probabilities 0: there is nothing to trust.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from cascade.logprobs import TokenLogprobs
-
-Signal = Callable[[Sequence[float]], float]
 
 # vLLM reports -9999.0 (and some servers -inf) for tokens of zero probability: clip to a finite floor.
 LOGPROB_FLOOR = -100.0
 
 FEATURE_NAMES: tuple[str, ...] = (
     "mean_logprob",
+    "mean_prob",
     "min_prob",
     "prob_q10",
     "prob_q25",
@@ -34,6 +36,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "mean_margin",
     "length",
 )
+# probabilities (or differences of them) in [0, 1], higher = surer: the gateway's `router.signal` choices
+CONFIDENCE_SIGNALS: tuple[str, ...] = ("mean_prob", "min_prob", "prob_q10", "prob_q25", "first_margin", "mean_margin")
 
 
 def _clamped(tokens: TokenLogprobs) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +63,7 @@ def features(tokens: TokenLogprobs) -> dict[str, float]:
         return _empty_features()
     lp, top = _clamped(tokens)
     probs = np.exp(lp)
+    mean_logprob = float(lp.mean())
     q10, q25 = np.quantile(probs, (0.10, 0.25))
     if top.shape[1] == 0:
         top = lp[:, None]
@@ -74,7 +79,8 @@ def features(tokens: TokenLogprobs) -> dict[str, float]:
         rlogr = np.where(rest > 0, rest * np.log(rest), 0.0)
     entropy = -(plogp + rlogr)
     return {
-        "mean_logprob": float(lp.mean()),
+        "mean_logprob": mean_logprob,
+        "mean_prob": float(np.exp(mean_logprob)),
         "min_prob": float(probs.min()),
         "prob_q10": float(q10),
         "prob_q25": float(q25),
@@ -92,23 +98,3 @@ def feature_matrix(answers: Sequence[TokenLogprobs], names: Sequence[str] = FEAT
         row = features(answer)
         out[i] = [row[name] for name in names]
     return out
-
-
-def mean_logprob_confidence(logprobs: Sequence[float]) -> float:
-    """exp(mean token logprob): the geometric-mean probability of the answer's tokens."""
-    if not logprobs:
-        return 0.0
-    return math.exp(math.fsum(logprobs) / len(logprobs))
-
-
-def min_prob_confidence(logprobs: Sequence[float]) -> float:
-    """The probability of the least likely token of the answer."""
-    if not logprobs:
-        return 0.0
-    return math.exp(min(logprobs))
-
-
-SIGNALS: dict[str, Signal] = {
-    "mean_logprob": mean_logprob_confidence,
-    "min_prob": min_prob_confidence,
-}

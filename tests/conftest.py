@@ -128,7 +128,7 @@ def gateway_config(student_url: str, teacher_url: str, **router: object) -> dict
     return {
         "student": {"url": student_url, "model": STUDENT_MODEL, "read_timeout_s": 2.0},
         "teacher": {"url": teacher_url, "model": TEACHER_MODEL, "read_timeout_s": 2.0},
-        "router": {"signal": "mean_logprob", "threshold": 0.5, "top_logprobs": 3, **router},
+        "router": {"signal": "mean_prob", "threshold": 0.5, "top_logprobs": 3, **router},
     }
 
 

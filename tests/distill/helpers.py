@@ -129,7 +129,7 @@ def distill_settings(
         None,
         student={"url": student_url, "model": "tiny-student", "api_key": student_api_key},
         teacher={"url": "http://127.0.0.1:9/v1", "model": "tiny-teacher"},
-        router={"signal": "mean_logprob", "threshold": 0.5},
+        router={"signal": "mean_prob", "threshold": 0.5},
         log_store={"url": f"sqlite+aiosqlite:///{tmp}/cascade.db", "spool_dir": str(tmp / "spool")},
         distill=values,
     )

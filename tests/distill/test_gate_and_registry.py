@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from distill.gate import EvalMetrics, decide
+import numpy as np
+
+from distill.dataset import EvalItem
+from distill.gate import EvalMetrics, decide, evaluate, load_student, serving_router
 from distill.promote import Registry, Target, promote, rollback
+from router.agreement import exact_match
+from router.artefact import save_router
+from router.policy import SignalRouter
+from router.signals import features
+from tests.distill.helpers import distill_settings
 
 
 def metrics(agreement: float, escalation: float, n: int = 50) -> EvalMetrics:
@@ -48,3 +57,26 @@ def test_versions_chain_back_to_the_base_model(tmp_path: Path) -> None:
     rolled, now = rollback(registry, target)
     assert rolled.name == "v0004" and now is not None and now.name == "v0003"
     assert registry.current().name == "v0003"  # type: ignore[union-attr]
+
+
+def test_the_gate_scores_answers_with_the_serving_router(
+    tiny_student: Path, tiny_tokenizer: Any, tmp_path: Path
+) -> None:
+    items = [EvalItem([{"role": "user", "content": f"what is {i} plus {i}?"}], str(2 * i)) for i in range(3)]
+    model = load_student(tiny_student, None, "lora")
+    everything = evaluate(model, tiny_tokenizer, items, exact_match, SignalRouter("mean_prob", 0.0), 6, 2, 3)
+    assert everything.escalation_rate == 0.0 and everything.n == 3
+    for answer in everything.answers:
+        assert answer.tokens.k == 3 and len(answer.tokens) >= 1
+        # greedy: the chosen token is the most likely one, the first of the alternatives the router reads
+        assert np.allclose(answer.tokens.top_logprobs[:, 0], answer.tokens.logprobs)
+        assert answer.confidence == features(answer.tokens)["mean_prob"]
+    nothing = evaluate(model, tiny_tokenizer, items, exact_match, SignalRouter("mean_prob", 1.01), 6, 2, 3)
+    assert nothing.escalation_rate == 1.0
+
+    settings = distill_settings(tmp_path, tiny_student)
+    assert serving_router(settings, None) == SignalRouter("mean_prob", 0.5)
+    assert serving_router(settings, 0.8) == SignalRouter("mean_prob", 0.8)  # what the last promotion applied
+    artefact = save_router(SignalRouter("prob_q10", 0.3), tmp_path / "router")
+    with_scorer = settings.model_copy(update={"router": settings.router.model_copy(update={"scorer": str(artefact)})})
+    assert serving_router(with_scorer, 0.8) == SignalRouter("prob_q10", 0.3)

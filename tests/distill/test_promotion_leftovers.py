@@ -81,8 +81,8 @@ def test_rollback_gives_the_gateway_back_the_threshold_of_the_version_it_serves_
         True, [], calibration={"message": "m; set router.threshold to apply it", "result": {"threshold": 0.8}}
     )
     apply_threshold(settings, outcome, registry, version)
-    assert router_state() == {"student": NAME, "signal": "mean_logprob", "threshold": 0.8}
+    assert router_state() == {"student": NAME, "signal": "mean_prob", "threshold": 0.8}
     assert registry.get("v0001").manifest["threshold_before"] == 0.5  # what the base student was served with
 
     rollback(registry, Target.of(settings))
-    assert router_state() == {"student": "tiny-student", "signal": "mean_logprob", "threshold": 0.5}
+    assert router_state() == {"student": "tiny-student", "signal": "mean_prob", "threshold": 0.5}

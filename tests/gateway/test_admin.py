@@ -75,5 +75,5 @@ def test_threshold_can_be_recalibrated_at_runtime(
     bad = httpx.post(gateway.root + "/admin/threshold", json={"threshold": 1.5}, headers=headers)
     assert bad.status_code == 400
     changed = httpx.post(gateway.root + "/admin/threshold", json={"threshold": 0.995}, headers=headers)
-    assert changed.json() == {"threshold": 0.995, "previous": 0.5, "signal": "mean_logprob"}
+    assert changed.json() == {"threshold": 0.995, "previous": 0.5, "signal": "mean_prob"}
     assert httpx.post(gateway.url + "/chat/completions", json=body).headers["x-cascade-tier"] == "teacher"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from cascade.config import ConfigError, load_settings
+from cascade.config import ConfidenceSignal, ConfigError, load_settings
 from tests.conftest import ROOT
 
 GOOD = """
@@ -53,7 +54,7 @@ colour: blue
     assert any(line.startswith("student.url: must start with http://") for line in lines)
     assert any(line.startswith("student.read_timeout_s:") for line in lines)
     assert any(line.startswith("teacher.url: missing") and "CASCADE_TEACHER__URL" in line for line in lines)
-    assert any(line.startswith("router.signal:") and "mean_logprob" in line for line in lines)
+    assert any(line.startswith("router.signal:") and "mean_prob" in line for line in lines)
     assert any(line.startswith("router.threshold:") for line in lines)
     assert any(line.startswith("colour: unknown key") for line in lines)
     assert len(lines) == 6
@@ -125,3 +126,16 @@ def test_missing_or_broken_file_is_one_line(tmp_path: Path) -> None:
 def test_the_example_config_loads() -> None:
     settings = load_settings(ROOT / "cascade.example.yaml")
     assert settings.teacher.log_top_logprobs == 20 and settings.student.price.gpu_usd_per_hour == 1.2
+
+
+def test_the_old_name_of_the_mean_probability_says_what_to_write(tmp_path: Path) -> None:
+    path = write(tmp_path, "router: {signal: mean_logprob, threshold: 0.5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert any(line.startswith("router.signal:") and "write signal: mean_prob" in line for line in info.value.lines)
+
+
+def test_the_signal_choices_are_the_routers_confidence_signals() -> None:
+    from router.signals import CONFIDENCE_SIGNALS
+
+    assert get_args(ConfidenceSignal) == CONFIDENCE_SIGNALS

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from router.artefact import save_router
-from router.scorers import SignalRouter, train_router
+from router.policy import SignalRouter
+from router.scorers import train_router
 from tests.conftest import ROOT, GatewayFactory, Server, gateway_config
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"

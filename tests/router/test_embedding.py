@@ -11,7 +11,8 @@ import pytest
 from router.agreement import embedding_agreement
 from router.datasets import STRONG_MODEL, WEAK_MODEL, DatasetError, load_dataset
 from router.embedding import DIMENSION, PromptEmbedder, content_key
-from router.scorers import RouteInput, train_router
+from router.policy import RouteInput
+from router.scorers import train_router
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_reload_warms_the_embedder_before_swapping(
 ) -> None:
     from router import scorers
     from router.artefact import RouterLoadError, RouterSlot, save_router
-    from router.scorers import SignalRouter
+    from router.policy import SignalRouter
 
     prompts = ["integrate x squared", "say hello"] * 10
     router = train_router(

@@ -10,6 +10,7 @@ import pytest
 
 from router.agreement import label_match
 from router.live import analyse, evaluate_need, live_set, share_for_quality, signal_need, threshold_sweep
+from router.signals import FEATURE_NAMES
 
 
 def student_price(prompt: int, completion: int) -> float:
@@ -85,9 +86,9 @@ def test_a_pre_generation_router_does_not_pay_the_student_for_what_it_escalates(
 
 def test_entropy_and_length_escalate_the_larger_values_first() -> None:
     d = data()
-    entropy = d.features[:, 4]
+    entropy = d.features[:, FEATURE_NAMES.index("mean_entropy")]
     assert np.array_equal(signal_need(d, "mean_entropy"), entropy)
-    assert np.array_equal(signal_need(d, "prob_q10"), -d.features[:, 2])
+    assert np.array_equal(signal_need(d, "prob_q10"), -d.features[:, FEATURE_NAMES.index("prob_q10")])
 
 
 def test_threshold_sweep_matches_the_serving_rule() -> None:

@@ -22,7 +22,8 @@ from router.artefact import (
     versions,
 )
 from router.embedding import DIMENSION
-from router.scorers import LearnedRouter, RouteInput, Router, SignalRouter, decide, design_matrix, train_router
+from router.policy import RouteInput, Router, SignalRouter, decide
+from router.scorers import LearnedRouter, design_matrix, train_router
 from router.signals import FEATURE_NAMES, feature_matrix
 
 RNG = np.random.default_rng(11)
@@ -152,9 +153,9 @@ def test_reload_swaps_only_a_valid_artefact(tmp_path: Path, post_hoc: LearnedRou
 def test_corrupt_or_mismatched_model_is_refused(tmp_path: Path, post_hoc: LearnedRouter) -> None:
     version = save_router(post_hoc, tmp_path)
     sidecar = json.loads((version / "router.json").read_text())
-    sidecar["features"] = sidecar["features"][:3]  # the model expects all eight
+    sidecar["features"] = sidecar["features"][:3]  # the model expects all of them
     (version / "router.json").write_text(json.dumps(sidecar))
-    with pytest.raises(RouterLoadError, match="expects 8 inputs"):
+    with pytest.raises(RouterLoadError, match=f"expects {len(FEATURE_NAMES)} inputs"):
         load_router(version)
     (version / "model.skops").write_bytes(b"garbage")
     with pytest.raises(RouterLoadError, match="cannot load"):

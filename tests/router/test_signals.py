@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cascade.logprobs import TokenLogprobs
-from router import make_router
+from router.policy import RouteInput, SignalRouter, decide
 from router.signals import FEATURE_NAMES, LOGPROB_FLOOR, feature_matrix, features
 
 
@@ -81,7 +81,8 @@ def test_without_top_logprobs_the_chosen_token_stands_in() -> None:
 def test_empty_answer_is_not_trusted() -> None:
     f = features(TokenLogprobs.from_openai(None))
     assert f["length"] == 0.0 and f["min_prob"] == 0.0 and f["mean_logprob"] == LOGPROB_FLOOR
-    assert make_router("min_prob", 0.1).decide([]).accept is False
+    assert f["mean_prob"] == 0.0
+    assert decide(SignalRouter("min_prob", 0.1), RouteInput(answer=TokenLogprobs.from_openai(None))).accept is False
 
 
 def test_zero_probability_tokens_are_clipped_to_a_finite_floor() -> None:
@@ -99,10 +100,17 @@ def test_feature_matrix_stacks_in_name_order() -> None:
     assert matrix[1, FEATURE_NAMES.index("length")] == 0.0
 
 
-def test_legacy_threshold_router_still_decides_on_plain_logprobs() -> None:
-    router = make_router("mean_logprob", 0.5)
-    assert router.decide([math.log(0.9), math.log(0.8)]).accept is True
-    decision = router.decide([math.log(0.2)])
-    assert decision.accept is False and decision.reason == "not_confident"
-    with pytest.raises(ValueError, match="unknown signal"):
-        make_router("nope", 0.5)
+def _answer(*probs: float) -> RouteInput:
+    return RouteInput(answer=TokenLogprobs.from_openai([{"token": "t", "logprob": math.log(p)} for p in probs]))
+
+
+def test_the_mean_probability_is_the_geometric_mean_and_decides_at_its_threshold() -> None:
+    router = SignalRouter("mean_prob", 0.5)
+    assert router.score(_answer(0.9, 0.8)) == pytest.approx(math.sqrt(0.9 * 0.8), rel=1e-6)
+    assert decide(router, _answer(0.9, 0.8)).accept is True
+    judgement = decide(router, _answer(0.2))
+    assert judgement.accept is False and judgement.reason == "not_confident"
+    exactly = router.score(_answer(0.2))
+    assert decide(SignalRouter("mean_prob", exactly), _answer(0.2)).accept is True  # the threshold itself passes
+    with pytest.raises(ValueError, match="unknown feature"):
+        SignalRouter("nope", 0.5)

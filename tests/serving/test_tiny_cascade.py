@@ -44,7 +44,7 @@ def teacher(tiny_servers: Servers) -> Direct:
 
 
 def gateway_client(tiny_gateway: GatewayFactory, threshold: float) -> OpenAI:
-    url = tiny_gateway(CASCADE_ROUTER__SIGNAL="mean_logprob", CASCADE_ROUTER__THRESHOLD=f"{threshold:.8f}")
+    url = tiny_gateway(CASCADE_ROUTER__SIGNAL="mean_prob", CASCADE_ROUTER__THRESHOLD=f"{threshold:.8f}")
     return OpenAI(base_url=url, api_key="unused")
 
 
