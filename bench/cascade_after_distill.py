@@ -11,7 +11,7 @@ its threshold for 95% of the teacher's quality):
 2. Night: stops the stack and runs ``cascade distill run`` on that log (white-box KD, LoRA).
 3. Day 2: starts the stack again, loads the new adapter into the running vLLM student
    (``/v1/load_lora_adapter``) and records the distilled student on the same test items, reusing the
-   recorded teacher answers (``router.live``): ``bench/results/router_live_banking77_distilled.*``.
+   recorded teacher answers (``router.recorded``): ``bench/results/router_live_banking77_distilled.*``.
 
 Writes ``bench/results/cascade_after_distill.json``: the student's quality, the teacher-call share for 95%
 of the teacher's quality and the cost per 1,000 requests there, before and after.
@@ -36,11 +36,10 @@ from typing import Any
 import yaml
 
 from bench.cascade_cost_quality import ADMIN_KEY, start_stack, wait_ready
-from cascade.commands.live import endpoint
 from evaluation.collect import Endpoint, read_recording, recorded_ids
-from evaluation.live import run_live
+from evaluation.router_eval import run_live
 from evaluation.tasks import BANKING77_INTENTS, banking77_messages, load_task, read_banking77
-from router.live import analyse, live_set
+from router.recorded import analyse, live_set
 from serving.cpu import cpu_flags
 from serving.up import serving_mode, up_settings
 from serving.vllm import load_lora_adapter
@@ -177,7 +176,7 @@ def main() -> None:
         after = run_live(
             task,
             Endpoint("student", settings.student.url, name),
-            endpoint("teacher", settings.teacher),
+            Endpoint.of("teacher", settings.teacher),
             recording,
             args.out.parent,
             settings.student.price.cost_usd,

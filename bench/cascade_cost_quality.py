@@ -8,7 +8,7 @@ times faster than bf16 there: ``CASCADE_LOCAL__DTYPE=float32 CASCADE_LOCAL__ENFO
 1. Records the task through the running local pair (``cascade up``; with ``--start`` this script starts it
    and stops it at the end): both tiers answer every item, greedily, with logprobs (``evaluation.collect``;
    a recording is resumed, so a second run only analyses).
-2. Evaluates every router on the recording (``router.live``, the same as ``cascade router eval --live``):
+2. Evaluates every router on the recording (``router.recorded``, the same as ``cascade router eval --live``):
    writes ``bench/results/router_live_<task>.{json,png}`` and ``..._cost.png``.
 3. Sweeps the serving router's threshold (``mean_prob``), and finds the lowest threshold whose cascade
    reaches 95% of the teacher's quality on the recording.
@@ -35,9 +35,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-from cascade.commands.live import endpoint
 from distill.promote import set_gateway_threshold
-from evaluation.live import run_live
+from evaluation.collect import Endpoint
+from evaluation.router_eval import run_live
 from evaluation.tasks import Item, Task, load_task
 from serving.cpu import cpu_flags
 from serving.up import serving_mode, up_settings
@@ -136,8 +136,8 @@ def main() -> None:
         wait_ready(f"{gateway_root}/readyz", stack)
         live = run_live(
             task,
-            endpoint("student", settings.student),
-            endpoint("teacher", settings.teacher),
+            Endpoint.of("student", settings.student),
+            Endpoint.of("teacher", settings.teacher),
             args.work_dir / f"{task.name}.jsonl",
             args.out.parent,
             settings.student.price.cost_usd,
@@ -146,7 +146,7 @@ def main() -> None:
             top_logprobs=settings.router.top_logprobs,
         )
         from evaluation.collect import read_recording
-        from router.live import live_set, threshold_sweep
+        from router.recorded import live_set, threshold_sweep
 
         wanted = {item.id for item in task.items}
         rows = [row for row in read_recording(args.work_dir / f"{task.name}.jsonl") if row["id"] in wanted]

@@ -12,7 +12,7 @@ from typing import Any
 from cascade.config import Settings
 from distill import dataset as ds
 from distill.errors import DistillError
-from distill.gate import EvalMetrics, decide, evaluate, load_student, serving_router
+from distill.gate import EvalMetrics, should_promote, evaluate, load_student, serving_router
 from distill.promote import PromotionError, Registry, Target, Version, promote, set_gateway_threshold
 from distill.train import TrainResult, train
 from router.agreement import get_agreement
@@ -156,7 +156,7 @@ def gate_and_promote(
         [heldout, regression],
     )
     cand = _evaluate_student(settings, router, candidate, d.method, [heldout, regression])
-    decision = decide(
+    decision = should_promote(
         cand[0],
         serving[0],
         cand[1] if regression else None,

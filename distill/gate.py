@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class Answer:
+class GradedAnswer:
+    """A student's greedy answer to one item: its tokens, the serving router's score, agreement with the reference."""
+
     text: str
     tokens: TokenLogprobs
     confidence: float
@@ -47,7 +49,7 @@ class EvalMetrics:
     agreement: float | None  # None on an empty set
     escalation_rate: float | None
     mean_confidence: float | None
-    answers: list[Answer] = field(default_factory=list)
+    answers: list[GradedAnswer] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if key != "answers"}
@@ -145,7 +147,7 @@ def evaluate(
     answers = []
     for item, (text, tokens) in zip(items, generated, strict=True):
         confidence = router.score(RouteInput(prompt=_prompt(item.messages), answer=tokens))
-        answers.append(Answer(text, tokens, confidence, agree(text, item.reference)))
+        answers.append(GradedAnswer(text, tokens, confidence, agree(text, item.reference)))
     confidences = np.array([answer.confidence for answer in answers])
     return EvalMetrics(
         n=len(answers),
@@ -166,7 +168,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def decide(
+def should_promote(
     candidate: EvalMetrics,
     serving: EvalMetrics,
     candidate_regression: EvalMetrics | None,

@@ -1,2 +1,2 @@
 """Live evaluation: labelled tasks sent through the real student and teacher, recorded for the router's
-analysis (:mod:`router.live`). This package holds the HTTP side, so that ``router/`` stays computation."""
+analysis (:mod:`router.recorded`). This package holds the HTTP side, so that ``router/`` stays computation."""

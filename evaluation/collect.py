@@ -10,7 +10,7 @@ recorded are skipped). A recording line::
                  "latency_s", "finish_reason"},
      "teacher": {... the same ...}}
 
-The analysis of a recording is :func:`router.live.analyse`; it needs no network.
+The analysis of a recording is :func:`router.recorded.analyse`; it needs no network.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from cascade.config import UpstreamSettings
 from evaluation.tasks import Item, Task
 
 
@@ -40,6 +41,11 @@ class Endpoint:
     url: str
     model: str
     api_key: str | None = None
+
+    @classmethod
+    def of(cls, name: str, upstream: UpstreamSettings) -> Endpoint:
+        """The configured tier (``student`` or ``teacher`` settings)."""
+        return cls(name, upstream.url, upstream.model, upstream.api_key)
 
 
 def _answer(body: dict[str, Any], latency_s: float) -> dict[str, Any]:

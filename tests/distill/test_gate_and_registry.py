@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from distill.dataset import EvalItem
-from distill.gate import EvalMetrics, decide, evaluate, load_student, serving_router
+from distill.gate import EvalMetrics, should_promote, evaluate, load_student, serving_router
 from distill.promote import Registry, Target, promote, rollback
 from router.agreement import exact_match
 from router.artefact import save_router
@@ -22,25 +22,25 @@ def metrics(agreement: float, escalation: float, n: int = 50) -> EvalMetrics:
 
 
 def test_a_worse_candidate_is_refused_with_the_reason() -> None:
-    decision = decide(metrics(0.40, 0.5), metrics(0.55, 0.5), None, None, 0.0, 0.02)
+    decision = should_promote(metrics(0.40, 0.5), metrics(0.55, 0.5), None, None, 0.0, 0.02)
     assert not decision.promote
     assert decision.reasons[0].startswith("not better: held-out agreement 0.400 vs serving 0.550")
 
 
 def test_equal_agreement_with_fewer_escalations_is_better() -> None:
-    assert decide(metrics(0.5, 0.3), metrics(0.5, 0.6), None, None, 0.0, 0.02).promote
-    assert not decide(metrics(0.5, 0.6), metrics(0.5, 0.6), None, None, 0.0, 0.02).promote
+    assert should_promote(metrics(0.5, 0.3), metrics(0.5, 0.6), None, None, 0.0, 0.02).promote
+    assert not should_promote(metrics(0.5, 0.6), metrics(0.5, 0.6), None, None, 0.0, 0.02).promote
 
 
 def test_regression_beyond_the_tolerance_blocks_promotion() -> None:
     better = metrics(0.7, 0.4), metrics(0.5, 0.6)
-    assert decide(*better, metrics(0.79, 0.2), metrics(0.80, 0.2), 0.0, 0.02).promote
-    refused = decide(*better, metrics(0.70, 0.2), metrics(0.80, 0.2), 0.0, 0.02)
+    assert should_promote(*better, metrics(0.79, 0.2), metrics(0.80, 0.2), 0.0, 0.02).promote
+    refused = should_promote(*better, metrics(0.70, 0.2), metrics(0.80, 0.2), 0.0, 0.02)
     assert not refused.promote and refused.reasons[1].startswith("regression: agreement 0.700 vs serving 0.800")
 
 
 def test_min_gain_is_required_over_the_serving_student() -> None:
-    assert not decide(metrics(0.52, 0.6), metrics(0.50, 0.6), None, None, 0.05, 0.02).promote
+    assert not should_promote(metrics(0.52, 0.6), metrics(0.50, 0.6), None, None, 0.05, 0.02).promote
 
 
 def test_versions_chain_back_to_the_base_model(tmp_path: Path) -> None:

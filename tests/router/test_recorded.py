@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from router.agreement import label_match
-from router.live import analyse, evaluate_need, live_set, share_for_quality, signal_need, threshold_sweep
+from router.recorded import analyse, evaluate_need, live_set, share_for_quality, signal_need, threshold_sweep
 from router.signals import FEATURE_NAMES
 
 

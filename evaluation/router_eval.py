@@ -1,6 +1,6 @@
 """`cascade router eval --live`: record a task through the real tiers, then evaluate every router on it.
 
-Writes ``<out_dir>/router_live_<task>.json`` (the summary of :func:`router.live.analyse` plus what was
+Writes ``<out_dir>/router_live_<task>.json`` (the summary of :func:`router.recorded.analyse` plus what was
 run), ``router_live_<task>.png`` (quality against teacher calls) and ``router_live_<task>_cost.png``
 (quality against cost per 1,000 requests).
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 from evaluation.collect import Endpoint, collect, read_recording, tier_answers
 from evaluation.tasks import Task
-from router.live import Price, RouterResult, analyse, live_set
+from router.recorded import Price, RouterResult, analyse, live_set
 
 PLOTTED = (
     "signal mean_logprob",
