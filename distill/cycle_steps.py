@@ -12,7 +12,7 @@ from typing import Any
 from cascade.config import Settings
 from distill import dataset as ds
 from distill.errors import DistillError
-from distill.gate import EvalMetrics, should_promote, evaluate, load_student, serving_router
+from distill.gate import EvalMetrics, evaluate, load_student, serving_router, should_promote
 from distill.promote import PromotionError, Registry, Target, Version, promote, set_gateway_threshold
 from distill.train import TrainResult, train
 from router.agreement import get_agreement

@@ -14,6 +14,7 @@ from cascade.config import PriceSettings
 from cascade.logprobs import TokenLogprobs
 from cascade.terms import Reason, Tier
 from gateway.limits import Admission
+from router.signals import features
 from router.structured import Verdict
 
 
@@ -36,6 +37,7 @@ class TierCall:
     error: str | None = None
     usage_estimated: bool = False  # a stream ended without its usage chunk: the tokens were counted by the gateway
     _tokens: TokenLogprobs | None = field(default=None, repr=False)
+    _features: tuple[TokenLogprobs, dict[str, float]] | None = field(default=None, repr=False)
 
     @property
     def tokens(self) -> TokenLogprobs:
@@ -45,6 +47,15 @@ class TierCall:
         if self._tokens is None or len(self._tokens) != len(content):
             self._tokens = TokenLogprobs.from_openai(content)
         return self._tokens
+
+    @property
+    def features(self) -> dict[str, float]:
+        """The features of :attr:`tokens` (:func:`router.signals.features`), computed once: the router reads
+        them to decide, the log record keeps them."""
+        tokens = self.tokens
+        if self._features is None or self._features[0] is not tokens:
+            self._features = (tokens, features(tokens))
+        return self._features[1]
 
     @property
     def invalid(self) -> str | None:

@@ -8,7 +8,6 @@ from typing import Any
 from cascade.terms import Reason
 from gateway.exchange import Exchange, TierCall
 from logstore import LogRecord, TierAnswer
-from router import features
 
 
 def _answer(call: TierCall | None) -> TierAnswer | None:
@@ -38,7 +37,7 @@ def to_log_record(exchange: Exchange) -> LogRecord | None:
     signals = dict(exchange.signals)
     if exchange.student is not None and exchange.student.logprobs:
         # Every post-generation signal, for calibration and new scorers (computed here, off the hot path).
-        signals |= features(exchange.student.tokens)
+        signals |= exchange.student.features
     answered = exchange.outcome == "ok" or exchange.degraded is not None
     tier = exchange.tier if answered else None
     return LogRecord(

@@ -91,8 +91,9 @@ class Routing:
         decision when the answer is structured and ``router.structured_tokens`` is ``decision``."""
         verdict = check(request, call)
         tokens = self._confidence_tokens(request, call)
+        known = call.features if tokens is call.tokens else None  # the log record keeps these
         try:
-            judgement = decide(self.router, RouteInput(prompt=prompt_text(request), answer=tokens))
+            judgement = decide(self.router, RouteInput(prompt_text(request), tokens, answer_features=known))
         except Exception:
             self.on_error()
             log.exception("the router artefact failed on a request; escalating it")

@@ -14,6 +14,7 @@ through :func:`decide`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -45,6 +46,15 @@ class RouteInput:
     prompt: str | None = None
     answer: TokenLogprobs | None = None
     embedding: np.ndarray | None = None
+    answer_features: Mapping[str, float] | None = None  # ``features(answer)``, when the caller has them already
+
+    def features(self, router: str) -> Mapping[str, float]:
+        """The answer's features (:func:`router.signals.features`), computed only if not given."""
+        if self.answer_features is not None:
+            return self.answer_features
+        if self.answer is None:
+            raise ValueError(f"a {router} router needs the student's answer logprobs")
+        return features(self.answer)
 
 
 @runtime_checkable
@@ -81,6 +91,4 @@ class SignalRouter:
             raise ValueError(f"unknown feature {self.feature!r}; expected one of {list(FEATURE_NAMES)}")
 
     def score(self, sample: RouteInput) -> float:
-        if sample.answer is None:
-            raise ValueError("a signal router needs the student's answer logprobs")
-        return features(sample.answer)[self.feature]
+        return sample.features(self.kind)[self.feature]

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from router.embedding import DIMENSION, PromptEmbedder, default_embedder
 from router.policy import Kind, RouteInput
 from router.prompt_stats import PROMPT_FEATURE_NAMES, prompt_features
-from router.signals import FEATURE_NAMES, features
+from router.signals import FEATURE_NAMES
 
 Target = Literal["student_ok", "gain"]
 MODELS: tuple[str, ...] = ("logreg", "gbdt")
@@ -68,9 +68,7 @@ class LearnedRouter:
     def design_row(self, sample: RouteInput) -> np.ndarray:
         values: dict[str, float] = {}
         if any(name in FEATURE_NAMES for name in self.features):
-            if sample.answer is None:
-                raise ValueError(f"router {self.kind} needs the student's answer logprobs")
-            values |= features(sample.answer)
+            values |= sample.features(self.kind)
         if any(name in PROMPT_FEATURE_NAMES for name in self.features):
             if sample.prompt is None:
                 raise ValueError(f"router {self.kind} needs the prompt text")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from distill.dataset import EvalItem
-from distill.gate import EvalMetrics, should_promote, evaluate, load_student, serving_router
+from distill.gate import EvalMetrics, evaluate, load_student, serving_router, should_promote
 from distill.promote import Registry, Target, promote, rollback
 from router.agreement import exact_match
 from router.artefact import save_router

@@ -63,3 +63,20 @@ def test_a_request_refused_before_routing_is_not_routed_and_one_never_read_has_n
     record = to_log_record(refused)
     assert record is not None and (record.decision, record.reason) == (Decision.BYPASS, Reason.NOT_ROUTED)
     assert to_log_record(exchange(requested_model="")) is None
+
+
+def test_the_features_the_router_decided_on_are_the_ones_logged_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cascade.config import RouterSettings
+    from gateway import exchange as exchange_module
+    from gateway.routing import Routing
+    from router.signals import features
+
+    computed: list[int] = []
+    monkeypatch.setattr(exchange_module, "features", lambda tokens: computed.append(1) or features(tokens))
+    ex = exchange()
+    ex.student = answered(Tier.STUDENT)
+    judgement = Routing(RouterSettings(signal="min_prob", threshold=0.5)).judge(ex.request, ex.student)
+    ex.reason, ex.tier = judgement.reason, Tier.STUDENT
+    record = to_log_record(ex)
+    assert record is not None and judgement.confidence == record.signals["min_prob"] and judgement.accept
+    assert computed == [1]
