@@ -1,12 +1,14 @@
 """The Parquet form of the export (needs pyarrow: ``pip install 'cascade-gateway[parquet]'``).
 
-The same fields as the JSON-lines export with fixed Arrow types; two differences, because Parquet columns
-need one type: ``messages``, ``params`` and the answers' ``tool_calls`` are JSON-encoded strings, and token
-ids (when a server reports ids rather than strings) are written as their decimal strings.
+The same fields as the JSON-lines export, with Arrow types derived from the log table's columns
+(:mod:`logstore.schema`); two differences, because Parquet columns need one type: ``messages``, ``params``
+and the answers' ``tool_calls`` are JSON-encoded strings, and token ids (when a server reports ids rather
+than strings) are written as their decimal strings.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,50 +17,53 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from logstore.record import LogRecord, TierAnswer
+from logstore.schema import JSON_FIELDS, log_records
+
+_TOKENS = [
+    ("tokens", pa.list_(pa.string())),
+    ("logprobs", pa.list_(pa.float32())),
+    ("top_tokens", pa.list_(pa.list_(pa.string()))),
+    ("top_logprobs", pa.list_(pa.list_(pa.float32()))),
+]
+
+
+def _arrow(column: str) -> pa.DataType:
+    """The Arrow type of a log column (JSON values are written JSON-encoded)."""
+    kind = log_records.columns[column].type
+    if isinstance(kind, sa.JSON | sa.String):
+        return pa.string()
+    if isinstance(kind, sa.Boolean):
+        return pa.bool_()
+    if isinstance(kind, sa.Integer):
+        return pa.int64()
+    if isinstance(kind, sa.Float):
+        return pa.float64()
+    raise TypeError(f"log column {column}: no Arrow type for {kind!r}")
+
 
 _ANSWER = pa.struct(
-    [
-        ("model", pa.string()),
-        ("text", pa.string()),
-        ("tool_calls", pa.string()),
-        ("invalid", pa.string()),
-        ("tokens", pa.list_(pa.string())),
-        ("logprobs", pa.list_(pa.float32())),
-        ("top_tokens", pa.list_(pa.list_(pa.string()))),
-        ("top_logprobs", pa.list_(pa.list_(pa.float32()))),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("latency_s", pa.float64()),
-        ("finish_reason", pa.string()),
-    ]
+    [(f.name, _arrow(f"student_{f.name}")) for f in fields(TierAnswer) if f.name != "logprobs"] + _TOKENS
 )
-
+_SPECIAL = {
+    "time": pa.timestamp("us", tz="UTC"),
+    "signals": pa.map_(pa.string(), pa.float64()),
+    "student": _ANSWER,
+    "teacher": _ANSWER,
+}
 SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int32()),
-        ("request_id", pa.string()),
-        ("time", pa.timestamp("us", tz="UTC")),
-        ("caller_key_id", pa.string()),
-        ("client_request_id", pa.string()),
-        ("messages", pa.string()),
-        ("params", pa.string()),
-        ("redacted", pa.bool_()),
-        ("decision", pa.string()),
-        ("reason", pa.string()),
-        ("tier", pa.string()),
-        ("signals", pa.map_(pa.string(), pa.float64())),
-        ("shadow", pa.bool_()),
-        ("stream", pa.bool_()),
-        ("student", _ANSWER),
-        ("teacher", _ANSWER),
-        ("cost_usd", pa.float64()),
-        ("status", pa.string()),
-        ("http_status", pa.int32()),
-        ("error", pa.string()),
-        ("degraded", pa.string()),
-        ("duration_s", pa.float64()),
-    ]
+    [("schema_version", pa.int32())] + [(f.name, _SPECIAL.get(f.name) or _arrow(f.name)) for f in fields(LogRecord)]
 )
+_ENCODED = JSON_FIELDS - {"signals"}  # the record's and the answers' JSON values, written as JSON text
+
+
+def _encoded(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: orjson.dumps(value).decode() if name in _ENCODED and value is not None else value
+        for name, value in values.items()
+    }
 
 
 def _strings(tokens: list[Any] | None) -> list[str] | None:
@@ -70,8 +75,7 @@ def _answer(answer: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     top = answer["top_tokens"]
     return {
-        **answer,
-        "tool_calls": None if answer["tool_calls"] is None else orjson.dumps(answer["tool_calls"]).decode(),
+        **_encoded(answer),
         "tokens": _strings(answer["tokens"]),
         "top_tokens": None if top is None else [_strings(row) for row in top],
     }
@@ -79,10 +83,8 @@ def _answer(answer: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     return {
-        **record,
+        **_encoded(record),
         "time": datetime.fromisoformat(record["time"]),
-        "messages": None if record["messages"] is None else orjson.dumps(record["messages"]).decode(),
-        "params": orjson.dumps(record["params"]).decode(),
         "signals": list(record["signals"].items()),
         "student": _answer(record["student"]),
         "teacher": _answer(record["teacher"]),

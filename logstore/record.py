@@ -8,7 +8,7 @@ row per token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -54,18 +54,10 @@ class TierAnswer:
     invalid: str | None = None
 
     def to_export_dict(self) -> dict[str, Any]:
+        """Every field, the logprobs as their four export lists (docs/log-store.md)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "logprobs"}
         empty: dict[str, Any] = {"tokens": None, "logprobs": None, "top_tokens": None, "top_logprobs": None}
-        return {
-            "model": self.model,
-            "text": self.text,
-            "tool_calls": self.tool_calls,
-            "invalid": self.invalid,
-            **(self.logprobs.to_export_dict() if self.logprobs is not None else empty),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_s": self.latency_s,
-            "finish_reason": self.finish_reason,
-        }
+        return out | (self.logprobs.to_export_dict() if self.logprobs is not None else empty)
 
 
 @dataclass(slots=True)
@@ -131,31 +123,15 @@ class LogRecord:
         return size
 
     def to_export_dict(self) -> dict[str, Any]:
-        """The dataset form (schema in docs/log-store.md): JSON-ready, the same keys for every record."""
-        return {
-            "schema_version": EXPORT_SCHEMA_VERSION,
-            "request_id": self.request_id,
-            "time": self.time.astimezone(UTC).isoformat(),
-            "caller_key_id": self.caller_key_id,
-            "client_request_id": self.client_request_id,
-            "messages": self.messages,
-            "params": self.params,
-            "redacted": self.redacted,
-            "decision": self.decision,
-            "reason": self.reason,
-            "tier": self.tier,
-            "signals": {name: float(value) for name, value in self.signals.items()},
-            "shadow": self.shadow,
-            "stream": self.stream,
-            "student": self.student.to_export_dict() if self.student is not None else None,
-            "teacher": self.teacher.to_export_dict() if self.teacher is not None else None,
-            "cost_usd": self.cost_usd,
-            "status": self.status,
-            "http_status": self.http_status,
-            "error": self.error,
-            "degraded": self.degraded,
-            "duration_s": self.duration_s,
-        }
+        """The dataset form (schema in docs/log-store.md): JSON-ready, every field, the same keys for every record."""
+        out: dict[str, Any] = {"schema_version": EXPORT_SCHEMA_VERSION}
+        out |= {f.name: getattr(self, f.name) for f in fields(self)}
+        out["time"] = self.time.astimezone(UTC).isoformat()
+        out["signals"] = {name: float(value) for name, value in self.signals.items()}
+        for tier in ("student", "teacher"):
+            answer: TierAnswer | None = out[tier]
+            out[tier] = answer.to_export_dict() if answer is not None else None
+        return out
 
 
 def redact(record: LogRecord) -> LogRecord:

@@ -1,5 +1,11 @@
 """The log table (SQLAlchemy Core) and the conversion between :class:`LogRecord` and its row.
 
+The table is the one list of the record's stored fields: a column is named as the :class:`LogRecord` field it
+holds (``time`` is ``ts``), and each answer's :class:`TierAnswer` fields are the ``student_*`` and
+``teacher_*`` columns (its ``logprobs`` the ``*_tokens`` blob). The row, the record read back, the spool's
+older rows and the Parquet export's types are derived from it: a new field is the dataclass field, its
+column here and a migration.
+
 One row per request, keyed on ``request_id``, the gateway's own id (inserts are idempotent: a second insert of
 the same id is ignored); the client's ``x-request-id`` is kept beside it, never trusted as a key. Text holds no
 NUL character (PostgreSQL refuses them): each is stored as U+FFFD. Per-answer token arrays are one
@@ -43,17 +49,7 @@ Json = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgr
 
 metadata = sa.MetaData()
 
-TIER_COLUMNS = (
-    "model",
-    "text",
-    "tool_calls",
-    "invalid",
-    "tokens",
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_s",
-    "finish_reason",
-)
+TIERS = ("student", "teacher")
 
 
 def _tier_columns(tier: str) -> list[sa.Column[Any]]:
@@ -112,94 +108,55 @@ def _has_nul(value: Any) -> bool:
     return value is not None and b"\\u0000" in orjson.dumps(value)
 
 
+# The fields the columns hold, read off the table (as plain str: SQLAlchemy names them with a str subclass):
+# the record's plain ones, and each answer's but its logprobs
+_COLUMNS = tuple(str(c.name) for c in log_records.columns)
+RECORD_FIELDS = tuple(name for name in _COLUMNS if name != "ts" and not name.startswith(TIERS))
+ANSWER_FIELDS = tuple(
+    field for name in _COLUMNS if (field := name.removeprefix("student_")) != name and field != "tokens"
+)
+_BLOB_COLUMNS = tuple(f"{tier}_tokens" for tier in TIERS)
+JSON_FIELDS = frozenset(
+    str(c.name).removeprefix("student_").removeprefix("teacher_")
+    for c in log_records.columns
+    if isinstance(c.type, sa.JSON)
+)
+
+
+def _stored(name: str, value: Any) -> Any:
+    """A field's value as its column holds it: no NUL in text (PostgreSQL refuses them)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if name in JSON_FIELDS and _has_nul(value):  # one fast scan; the walk only when there is one
+        return _without_nul(value)
+    return value
+
+
 def record_to_row(record: LogRecord) -> dict[str, Any]:
-    messages, params = record.messages, record.params
-    if _has_nul(messages) or _has_nul(params):
-        messages, params = _without_nul(messages), _without_nul(params)
-    row: dict[str, Any] = {
-        "request_id": record.request_id,
-        "ts": record.time.astimezone(UTC),
-        "caller_key_id": record.caller_key_id,
-        "client_request_id": record.client_request_id,
-        "messages": messages,
-        "params": params,
-        "redacted": record.redacted,
-        "decision": record.decision,
-        "reason": record.reason,
-        "tier": record.tier,
-        "signals": {name: float(value) for name, value in record.signals.items()},
-        "shadow": record.shadow,
-        "stream": record.stream,
-        "cost_usd": record.cost_usd,
-        "status": record.status,
-        "http_status": record.http_status,
-        "error": _without_nul(record.error),
-        "degraded": record.degraded,
-        "duration_s": record.duration_s,
-    }
-    for name, answer in (("student", record.student), ("teacher", record.teacher)):
-        if answer is None:
-            row.update({f"{name}_{column}": None for column in TIER_COLUMNS})
-            continue
-        row[f"{name}_model"] = answer.model
-        row[f"{name}_text"] = _without_nul(answer.text)
-        row[f"{name}_tool_calls"] = _without_nul(answer.tool_calls)
-        row[f"{name}_invalid"] = _without_nul(answer.invalid)
-        row[f"{name}_tokens"] = answer.logprobs.encode() if answer.logprobs is not None else None
-        row[f"{name}_prompt_tokens"] = answer.prompt_tokens
-        row[f"{name}_completion_tokens"] = answer.completion_tokens
-        row[f"{name}_latency_s"] = answer.latency_s
-        row[f"{name}_finish_reason"] = answer.finish_reason
+    row = {name: _stored(name, getattr(record, name)) for name in RECORD_FIELDS}
+    row["ts"] = record.time.astimezone(UTC)
+    row["signals"] = {name: float(value) for name, value in record.signals.items()}
+    for tier in TIERS:
+        answer: TierAnswer | None = getattr(record, tier)
+        for name in ANSWER_FIELDS:
+            row[f"{tier}_{name}"] = None if answer is None else _stored(name, getattr(answer, name))
+        logprobs = answer.logprobs if answer is not None else None
+        row[f"{tier}_tokens"] = logprobs.encode() if logprobs is not None else None
     return row
 
 
-def _answer(row: Any, name: str) -> TierAnswer | None:
-    model = row[f"{name}_model"]
-    if model is None:
+def _answer(row: Any, tier: str) -> TierAnswer | None:
+    if row[f"{tier}_model"] is None:
         return None
-    blob = row[f"{name}_tokens"]
-    return TierAnswer(
-        model=model,
-        text=row[f"{name}_text"],
-        tool_calls=row.get(f"{name}_tool_calls"),
-        invalid=row.get(f"{name}_invalid"),
-        logprobs=TokenLogprobs.decode(bytes(blob)) if blob is not None else None,
-        prompt_tokens=row[f"{name}_prompt_tokens"],
-        completion_tokens=row[f"{name}_completion_tokens"],
-        latency_s=row[f"{name}_latency_s"],
-        finish_reason=row[f"{name}_finish_reason"],
-    )
+    blob = row[f"{tier}_tokens"]
+    values = {name: row.get(f"{tier}_{name}") for name in ANSWER_FIELDS}
+    return TierAnswer(**values, logprobs=TokenLogprobs.decode(bytes(blob)) if blob is not None else None)
 
 
 def row_to_record(row: Any) -> LogRecord:
     """``row`` is a mapping (a SQLAlchemy ``RowMapping`` or a dict from :func:`record_to_row`)."""
-    return LogRecord(
-        request_id=row["request_id"],
-        time=row["ts"],
-        decision=row["decision"],
-        reason=row["reason"],
-        tier=row["tier"],
-        messages=row["messages"],
-        params=row["params"],
-        caller_key_id=row["caller_key_id"],
-        client_request_id=row.get("client_request_id"),
-        signals=row["signals"],
-        student=_answer(row, "student"),
-        teacher=_answer(row, "teacher"),
-        cost_usd=row["cost_usd"],
-        status=row["status"],
-        http_status=row["http_status"],
-        error=row["error"],
-        degraded=row["degraded"],
-        duration_s=row["duration_s"],
-        shadow=row["shadow"],
-        stream=row["stream"],
-        redacted=row["redacted"],
-    )
-
-
-_BLOB_COLUMNS = ("student_tokens", "teacher_tokens")
-_ADDED = ("tool_calls", "invalid")  # per-tier columns of migration 0004
+    values = {name: row.get(name) for name in RECORD_FIELDS}
+    return LogRecord(**values, time=row["ts"], student=_answer(row, "student"), teacher=_answer(row, "teacher"))
 
 
 def row_to_spool(row: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +170,7 @@ def row_to_spool(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def spool_to_row(data: dict[str, Any]) -> dict[str, Any]:
-    added = ("client_request_id", *(f"{tier}_{column}" for tier in ("student", "teacher") for column in _ADDED))
-    row = {**dict.fromkeys(added), **data}  # spooled before these columns existed
+    row = {**dict.fromkeys(_COLUMNS), **data}  # spooled before some columns existed: null
     row["ts"] = datetime.fromisoformat(data["ts"])
     for column in _BLOB_COLUMNS:
         if row[column] is not None:

@@ -145,3 +145,14 @@ def test_record_refuses_an_unknown_reason_or_a_contradicting_decision_and_treats
         make_record("r-4", decision="accept", reason="not_confident")
     record = LogRecord("r-5", datetime(2026, 1, 1, 12), "bypass", "pinned", "student")
     assert record.time.tzinfo is UTC
+
+
+def test_every_field_of_the_record_has_its_column() -> None:
+    """The table is the one field list: a field added to LogRecord or TierAnswer without its column fails here."""
+    from dataclasses import fields
+
+    from logstore.record import LogRecord, TierAnswer
+    from logstore.schema import ANSWER_FIELDS, RECORD_FIELDS
+
+    assert set(RECORD_FIELDS) | {"time", "student", "teacher"} == {f.name for f in fields(LogRecord)}
+    assert set(ANSWER_FIELDS) | {"logprobs"} == {f.name for f in fields(TierAnswer)}
