@@ -20,7 +20,7 @@ from cascade.logprobs import TokenLogprobs
 from cascade.terms import Reason
 from gateway.exchange import TierCall
 from router.errors import RouterLoadError
-from router.policy import Judgement, RouteInput, Router, SignalRouter, decide
+from router.policy import Judgement, RouteInput, Router, SignalRouter, accepts, decide
 from router.structured import Verdict, check_answer, decision_mask, json_format
 
 if TYPE_CHECKING:  # scikit-learn, skops and torch load only when an artefact is configured
@@ -83,7 +83,7 @@ class Routing:
             self.on_error()
             log.exception("the pre-generation router failed; asking the student")
             return None
-        return score if score < router.threshold else None
+        return None if accepts(score, router.threshold) else score
 
     def judge(self, request: dict[str, Any], call: TierCall) -> Judgement:
         """Accept or escalate the student's answer: a tool call or JSON the request does not allow is escalated
@@ -96,7 +96,7 @@ class Routing:
             judgement = decide(self.router, RouteInput(prompt_text(request), tokens, answer_features=known))
         except Exception:
             self.on_error()
-            log.exception("the router artefact failed on a request; escalating it")
+            log.exception("the router failed on a request; escalating it")
             judgement = Judgement(0.0, Reason.NOT_CONFIDENT)
         if verdict.reason is not None:
             return Judgement(judgement.confidence, verdict.reason)
