@@ -16,26 +16,7 @@ import pytest
 
 from tests.conftest import GatewayFactory, Server, gateway_config
 from tests.gateway.helpers import metric_sum, wait_for_record
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-PERSON = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "person",
-        "schema": {
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-            "required": ["name", "age"],
-        },
-    },
-}
+from tests.structured import PERSON, WEATHER
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 
 from cascade.terms import Reason
 from router.structured import check_answer, decision_mask, is_structured, normalise_schema, value_spans
+from tests.structured import PERSON
 
 WEATHER = {
     "type": "function",
@@ -139,19 +140,6 @@ def test_a_schema_that_is_not_json_schema_is_not_applied_and_says_so() -> None:
     assert verdict.valid and not verdict.schema_checked
     # the name and the arguments' syntax are still checked
     assert not check_answer(request(tools=[broken]), calls(call("f", "{")), "tool_calls").valid
-
-
-PERSON = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "person",
-        "schema": {
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-            "required": ["name", "age"],
-        },
-    },
-}
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from serving.models import prepare_pair
 from serving.process import ManagedProcess, stop_all
 from tests.gateway.helpers import wait_for_record
 from tests.serving.helpers import MODELS_DIR, Servers, say, start_gateway, start_pair
+from tests.structured import WEATHER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 QWEN_STUDENT = "qwen-student"
@@ -58,16 +59,6 @@ def test_capital_of_france_through_the_cascade(small_servers: Servers, tmp_path:
         gateway.stop()
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-
-
 @pytest.mark.parametrize(
     "tool_choice", ["required", {"type": "function", "function": {"name": "get_weather"}}], ids=["required", "named"]
 )
@@ -82,7 +73,7 @@ def test_a_tool_call_through_the_gateway_from_the_qwen_teacher(
         answer = client.chat.completions.create(
             model=small_servers.teacher.served_name,
             messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER],  # type: ignore[list-item]
             tool_choice=tool_choice,  # type: ignore[arg-type]
             max_tokens=64,
             temperature=0.0,
@@ -103,7 +94,7 @@ def test_auto_tool_choice_is_accepted_by_the_qwen_teacher(small_servers: Servers
         answer = client.chat.completions.create(
             model=small_servers.teacher.served_name,
             messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-            tools=[WEATHER_TOOL],  # type: ignore[list-item]
+            tools=[WEATHER],  # type: ignore[list-item]
             tool_choice="auto",
             max_tokens=64,
             temperature=0.0,
@@ -168,16 +159,16 @@ def _cities(completion: Any) -> list[str]:
 def test_openai_client_gets_the_call_through_the_cascade(
     small_gateway: str, qwen_gateway: tuple[str, str], tool_choice: Any
 ) -> None:
-    completion, headers = _ask(small_gateway, messages=WEATHER_PROMPT, tools=[WEATHER_TOOL], tool_choice=tool_choice)
+    completion, headers = _ask(small_gateway, messages=WEATHER_PROMPT, tools=[WEATHER], tool_choice=tool_choice)
     assert headers["x-cascade-tier"] == "teacher" and _cities(completion) == ["paris"]  # SmolLM2 refused the tools
-    completion, headers = _ask(qwen_gateway[0], messages=WEATHER_PROMPT, tools=[WEATHER_TOOL], tool_choice=tool_choice)
+    completion, headers = _ask(qwen_gateway[0], messages=WEATHER_PROMPT, tools=[WEATHER], tool_choice=tool_choice)
     assert _cities(completion) == ["paris"] and "x-cascade-invalid" not in headers
 
 
 def test_auto_tool_choice_gets_a_call_or_a_flagged_answer(qwen_gateway: tuple[str, str]) -> None:
     """With ``auto`` the 0.5B model writes the call as JSON text, which vLLM's parser does not take for a call:
     the router escalates it (invalid_tool_call) and, the teacher writing the same, the client gets it flagged."""
-    completion, headers = _ask(qwen_gateway[0], messages=WEATHER_PROMPT, tools=[WEATHER_TOOL], max_tokens=64)
+    completion, headers = _ask(qwen_gateway[0], messages=WEATHER_PROMPT, tools=[WEATHER], max_tokens=64)
     if completion.choices[0].message.tool_calls:
         assert _cities(completion) == ["paris"]
     else:
@@ -189,7 +180,7 @@ def test_parallel_calls_and_a_tool_turn(qwen_gateway: tuple[str, str]) -> None:
     turn, with the tool's result, passes both tiers and reaches the log unchanged."""
     url, log_url = qwen_gateway
     both = [{"role": "user", "content": "What is the weather in Paris and in Lyon?"}]
-    completion, _ = _ask(url, messages=both, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=96)
+    completion, _ = _ask(url, messages=both, tools=[WEATHER], tool_choice="required", max_tokens=96)
     assert set(_cities(completion)) <= {"paris", "lyon"}
     call = completion.choices[0].message.tool_calls[0]
     turn = [
@@ -197,9 +188,9 @@ def test_parallel_calls_and_a_tool_turn(qwen_gateway: tuple[str, str]) -> None:
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
         {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21, "sky": "sunny"}'},
     ]
-    _, headers = _ask(url, messages=turn, tools=[WEATHER_TOOL], max_tokens=48)
+    _, headers = _ask(url, messages=turn, tools=[WEATHER], max_tokens=48)
     record = wait_for_record(log_url, headers["x-request-id"], 30)
-    assert record.messages == turn and (record.params or {})["tools"] == [WEATHER_TOOL]
+    assert record.messages == turn and (record.params or {})["tools"] == [WEATHER]
 
 
 def test_response_format_json_schema_is_valid_json_from_either_pair(
@@ -216,7 +207,7 @@ def test_response_format_json_schema_is_valid_json_from_either_pair(
 
 def test_a_streamed_call_is_assembled_by_the_official_client(qwen_gateway: tuple[str, str]) -> None:
     stream = _client(qwen_gateway[0]).chat.completions.stream(
-        model="cascade", messages=WEATHER_PROMPT, tools=[WEATHER_TOOL], tool_choice="required", temperature=0.0
+        model="cascade", messages=WEATHER_PROMPT, tools=[WEATHER], tool_choice="required", temperature=0.0
     )
     with stream as events:
         final = events.get_final_completion()
