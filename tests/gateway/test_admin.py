@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import GatewayFactory, Server, gateway_config
+from tests.gateway.helpers import eventually
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 
@@ -50,14 +50,17 @@ def test_student_switch_reaches_every_worker_and_survives_a_restart(
         "student_model": "student-v2",
         "previous": "student-model",
     }
-    time.sleep(1.5)  # the other worker polls the state file once a second
     body = {"model": "cascade", "messages": [{"role": "user", "content": "hello"}]}
     with httpx.Client(timeout=30) as http:
-        models = {
-            http.post(gateway.url + "/chat/completions", json=body, headers={"connection": "close"}).json()["model"]
-            for _ in range(12)
-        }
-        assert models == {"student-v2"}
+
+        def every_worker_switched() -> bool:  # the other worker polls the state file once a second
+            models = {
+                http.post(gateway.url + "/chat/completions", json=body, headers={"connection": "close"}).json()["model"]
+                for _ in range(12)
+            }
+            return models == {"student-v2"}
+
+        eventually(every_worker_switched, 10, "both workers answering from student-v2")
         listed = [m["id"] for m in http.get(gateway.url + "/models").json()["data"]]
         assert listed == ["cascade", "student-v2", "teacher-model"]
     restarted = start_gateway(config)  # a new gateway on the same state file starts on the promoted student

@@ -10,10 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import STUDENT_MODEL, TEACHER_MODEL, Server
-
-
-def client(gateway: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+from tests.gateway.helpers import openai_client
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -21,7 +18,7 @@ def ask(text: str) -> list[dict[str, str]]:
 
 
 def test_confident_student_answers_with_headers(gateway: Server, fake_student: Server) -> None:
-    raw = client(gateway).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway).chat.completions.with_raw_response.create(
         model="cascade", messages=ask("hello"), extra_headers={"x-request-id": "req-123"}
     )
     answer = raw.parse()
@@ -38,7 +35,9 @@ def test_confident_student_answers_with_headers(gateway: Server, fake_student: S
 
 
 def test_unsure_student_escalates_to_teacher(gateway: Server) -> None:
-    raw = client(gateway).chat.completions.with_raw_response.create(model="cascade", messages=ask("student=unsure"))
+    raw = openai_client(gateway).chat.completions.with_raw_response.create(
+        model="cascade", messages=ask("student=unsure")
+    )
     answer = raw.parse()
     assert raw.headers["x-cascade-tier"] == "teacher"
     assert float(raw.headers["x-cascade-confidence"]) == pytest.approx(math.exp(-3.0), abs=1e-6)
@@ -48,7 +47,7 @@ def test_unsure_student_escalates_to_teacher(gateway: Server) -> None:
 
 
 def test_logprobs_the_client_asked_for_are_trimmed_to_its_top_k(gateway: Server) -> None:
-    answer = client(gateway).chat.completions.create(
+    answer = openai_client(gateway).chat.completions.create(
         model="cascade", messages=ask("hello"), logprobs=True, top_logprobs=1
     )
     content = answer.choices[0].logprobs.content  # type: ignore[union-attr]
@@ -58,7 +57,7 @@ def test_logprobs_the_client_asked_for_are_trimmed_to_its_top_k(gateway: Server)
 
 def test_pinned_tiers_pass_straight_through(gateway: Server, fake_teacher: Server) -> None:
     for model, tier in ((STUDENT_MODEL, "student"), (TEACHER_MODEL, "teacher")):
-        raw = client(gateway).chat.completions.with_raw_response.create(
+        raw = openai_client(gateway).chat.completions.with_raw_response.create(
             model=model, messages=ask("student=unsure"), temperature=0.3, seed=7
         )
         assert raw.headers["x-cascade-tier"] == tier
@@ -69,12 +68,12 @@ def test_pinned_tiers_pass_straight_through(gateway: Server, fake_teacher: Serve
 
 
 def test_models_lists_the_alias_and_both_tiers(gateway: Server) -> None:
-    ids = [model.id for model in client(gateway).models.list()]
+    ids = [model.id for model in openai_client(gateway).models.list()]
     assert ids == ["cascade", STUDENT_MODEL, TEACHER_MODEL]
 
 
 def test_accepted_answer_is_replayed_as_a_stream(gateway: Server) -> None:
-    stream = client(gateway).chat.completions.create(
+    stream = openai_client(gateway).chat.completions.create(
         model="cascade", messages=ask("hello"), stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
@@ -86,7 +85,7 @@ def test_accepted_answer_is_replayed_as_a_stream(gateway: Server) -> None:
 
 
 def test_escalated_stream_is_the_teachers_alone(gateway: Server) -> None:
-    with client(gateway).chat.completions.with_streaming_response.create(
+    with openai_client(gateway).chat.completions.with_streaming_response.create(
         model="cascade", messages=ask("student=unsure"), stream=True
     ) as raw:
         assert raw.headers["x-cascade-tier"] == "teacher"

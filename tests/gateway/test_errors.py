@@ -11,10 +11,7 @@ import openai
 import pytest
 
 from tests.conftest import GatewayFactory, Server, free_port, gateway_config
-
-
-def client(gateway: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
+from tests.gateway.helpers import openai_client, post
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -31,13 +28,9 @@ def assert_openai_error(response: httpx.Response, status: int, param: str | None
     return error
 
 
-def post(gateway: Server, **kwargs: object) -> httpx.Response:
-    return httpx.post(gateway.url + "/chat/completions", timeout=30, **kwargs)  # type: ignore[arg-type]
-
-
 def test_unknown_model_is_404(gateway: Server) -> None:
     with pytest.raises(openai.NotFoundError) as info:
-        client(gateway).chat.completions.create(model="gpt-nonexistent", messages=ask("hi"))
+        openai_client(gateway).chat.completions.create(model="gpt-nonexistent", messages=ask("hi"))
     assert info.value.status_code == 404
     assert info.value.code == "model_not_found"
 
@@ -80,7 +73,7 @@ def test_bad_requests_are_400_never_422_or_500(gateway: Server, body: bytes, par
 
 def test_n_above_one_on_cascade_says_why(gateway: Server) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client(gateway).chat.completions.create(model="cascade", messages=ask("hi"), n=2)
+        openai_client(gateway).chat.completions.create(model="cascade", messages=ask("hi"), n=2)
     assert "pin a tier" in info.value.message
 
 
@@ -129,7 +122,7 @@ def test_busy_upstream_is_503(gateway: Server) -> None:
 def test_student_down_falls_back_to_teacher(start_gateway: GatewayFactory, fake_teacher: Server) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
     gateway = start_gateway(gateway_config(dead, fake_teacher.url))
-    raw = client(gateway).chat.completions.with_raw_response.create(model="cascade", messages=ask("hi"))
+    raw = openai_client(gateway).chat.completions.with_raw_response.create(model="cascade", messages=ask("hi"))
     assert raw.headers["x-cascade-tier"] == "teacher"
     assert raw.parse().choices[0].message.content == "Answer from teacher."
     metrics = httpx.get(gateway.root + "/metrics").text
@@ -153,7 +146,7 @@ def test_teacher_dying_mid_stream_ends_with_error_event_and_done(gateway: Server
 
 
 def test_openai_client_sees_mid_stream_failure(gateway: Server) -> None:
-    stream = client(gateway).chat.completions.create(
+    stream = openai_client(gateway).chat.completions.create(
         model="cascade", messages=ask("student=unsure teacher=die"), stream=True
     )
     with pytest.raises(openai.APIError):

@@ -10,11 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import STUDENT_MODEL, TEACHER_MODEL, GatewayFactory, Server, gateway_config
+from tests.gateway.helpers import chat
 from tests.gateway.test_keys import REDIS_URL, Keys
-
-
-def chat(model: str, text: str = "hello", **extra: Any) -> dict[str, Any]:
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
 
 
 def last_received(server: Server) -> dict[str, Any]:

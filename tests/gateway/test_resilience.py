@@ -10,18 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import STUDENT_MODEL, TEACHER_MODEL, GatewayFactory, Server, free_port, gateway_config
-
-
-def post(gateway: Server, **kwargs: object) -> httpx.Response:
-    return httpx.post(gateway.url + "/chat/completions", timeout=30, **kwargs)  # type: ignore[arg-type]
-
-
-def chat(model: str, text: str, **extra: object) -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": text}], **extra}
-
-
-def received(server: Server) -> int:
-    return len(httpx.get(server.root + "/_stats").json()["received"])
+from tests.gateway.helpers import chat, eventually, post, received
 
 
 def test_teacher_down_on_escalation_degrades_to_the_students_answer(gateway: Server) -> None:
@@ -72,7 +61,11 @@ def test_circuit_breaker_opens_fails_fast_and_shows_in_readiness(
     assert httpx.get(gateway.root + "/readyz").json()["upstreams"]["student"] == "circuit_open"
     metrics = httpx.get(gateway.root + "/metrics").text
     assert 'cascade_upstream_circuit_open{upstream="student"} 1.0' in metrics
-    time.sleep(1.1)  # half-open: one probe goes out and, succeeding, closes the breaker
+    eventually(  # half-open after breaker_reset_s: one probe goes out and, succeeding, closes the breaker
+        lambda: httpx.get(gateway.root + "/readyz").json()["upstreams"]["student"] != "circuit_open",
+        10,
+        "the student's breaker half-open",
+    )
     response = post(gateway, json=chat("cascade", "hello"))
     assert response.headers["x-cascade-tier"] == "student"
     assert received(fake_student) == before + 1

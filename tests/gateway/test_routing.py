@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from router.artefact import save_router
 from router.policy import SignalRouter
 from router.scorers import train_router
 from tests.conftest import ROOT, GatewayFactory, Server, gateway_config
+from tests.gateway.helpers import eventually, received
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 
@@ -22,10 +22,6 @@ ADMIN_KEY = "admin-key-for-tests-0123456789"
 def ask(gateway: Server, text: str) -> httpx.Response:
     body = {"model": "cascade", "messages": [{"role": "user", "content": text}]}
     return httpx.post(gateway.url + "/chat/completions", json=body, timeout=30)
-
-
-def received(server: Server) -> int:
-    return len(httpx.get(server.root + "/_stats").json()["received"])
 
 
 @pytest.fixture(scope="module")
@@ -90,16 +86,19 @@ def test_admin_reload_swaps_the_scorer_or_keeps_it(
     assert wrong_kind.status_code == 400
     swapped = httpx.post(gateway.root + "/admin/router", json={"path": str(artefacts["impossible"])}, headers=headers)
     assert swapped.status_code == 200
-    time.sleep(1.5)  # the other worker follows through the state file
     with httpx.Client(timeout=30) as http:
         body = {"model": "cascade", "messages": [{"role": "user", "content": "hello"}]}
-        tiers = {
-            http.post(gateway.url + "/chat/completions", json=body, headers={"connection": "close"}).headers[
-                "x-cascade-tier"
-            ]
-            for _ in range(10)
-        }
-    assert tiers == {"teacher"}
+
+        def every_worker_swapped() -> bool:  # the other worker follows through the state file
+            tiers = {
+                http.post(gateway.url + "/chat/completions", json=body, headers={"connection": "close"}).headers[
+                    "x-cascade-tier"
+                ]
+                for _ in range(10)
+            }
+            return tiers == {"teacher"}
+
+        eventually(every_worker_swapped, 10, "both workers escalating with the impossible router")
 
 
 def test_a_missing_artefact_stops_start_up_with_one_line(tmp_path: Path) -> None:

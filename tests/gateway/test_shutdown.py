@@ -13,19 +13,8 @@ import httpx
 import redis
 
 from tests.conftest import TEACHER_MODEL, GatewayFactory, Server, gateway_config, stop
-from tests.gateway.helpers import records
+from tests.gateway.helpers import received, records, wait_for_records, wait_until_received
 from tests.gateway.test_keys import REDIS_URL, Keys
-
-
-def received(server: Server) -> int:
-    return len(httpx.get(server.root + "/_stats").json()["received"])
-
-
-def wait_until_received(server: Server, count: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while received(server) < count:
-        assert time.monotonic() < deadline, "the upstream never got the request"
-        time.sleep(0.05)
 
 
 def config_for(fake_student: Server, fake_teacher: Server, folder: Path, **server: float) -> dict:
@@ -110,7 +99,7 @@ def test_a_crash_during_a_shadow_call_loses_no_record(
     )
     assert answer.status_code == 200
     wait_until_received(fake_teacher, before + 1)
-    time.sleep(0.5)  # a few flush intervals: the record is stored before the shadow returns
+    wait_for_records(config["log_store"]["url"], 1)  # the record is stored before the shadow returns
     gateway.proc.send_signal(signal.SIGKILL)
     gateway.proc.wait()
     [record] = records(config["log_store"]["url"])

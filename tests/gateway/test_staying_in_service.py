@@ -3,8 +3,7 @@ that refuses the gateway (expired key, exhausted quota) all leave the alias answ
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ from tests.conftest import (
     start_fake,
     stop,
 )
+from tests.gateway.helpers import chat, eventually, post
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
@@ -34,26 +34,11 @@ def student() -> Iterator[Server]:
     stop(server.proc)
 
 
-def chat(text: str, model: str = "cascade") -> dict:
-    return {"model": model, "messages": [{"role": "user", "content": text}]}
-
-
-def post(gateway: Server, body: dict) -> httpx.Response:
-    return httpx.post(gateway.url + "/chat/completions", json=body, timeout=30)
-
-
 def metric(gateway: Server, line_start: str) -> float:
     for line in httpx.get(gateway.root + "/metrics").text.splitlines():
         if line.startswith(line_start + " "):
             return float(line.split()[-1])
     raise AssertionError(f"no metric {line_start}")
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def promoted_gateway(
@@ -83,19 +68,19 @@ def test_a_restarted_student_gets_its_adapter_back_and_the_teacher_answers_meanw
     start_gateway: GatewayFactory, student: Server, fake_teacher: Server, tmp_path: Path
 ) -> None:
     gateway = promoted_gateway(start_gateway, student, fake_teacher, tmp_path)
-    assert post(gateway, chat("hello")).json()["model"] == ADAPTER
+    assert post(gateway, json=chat("cascade", "hello")).json()["model"] == ADAPTER
 
     httpx.post(student.root + "/_forget")  # the student restarted: it serves the base model only
-    answers = [post(gateway, chat("hello")) for _ in range(20)]
+    answers = [post(gateway, json=chat("cascade", "hello")) for _ in range(20)]
     assert all(answer.status_code == 200 for answer in answers)
     assert {answer.headers["x-cascade-tier"] for answer in answers} <= {"student", "teacher"}
     assert httpx.get(gateway.root + "/readyz").status_code == 200
 
     def student_answers_with_adapter() -> bool:
-        answer = post(gateway, chat("hello"))
+        answer = post(gateway, json=chat("cascade", "hello"))
         return answer.headers["x-cascade-tier"] == "student" and answer.json()["model"] == ADAPTER
 
-    wait_for(student_answers_with_adapter)
+    eventually(student_answers_with_adapter)
     served = httpx.get(student.url + "/models", headers={"authorization": "Bearer student-key"}).json()["data"]
     assert ADAPTER in {model["id"] for model in served}
     assert metric(gateway, 'cascade_student_adapter_reloads_total{outcome="ok"}') >= 1
@@ -118,9 +103,9 @@ def test_a_request_that_finds_the_adapter_gone_is_answered_by_the_teacher(
     httpx.post(gateway.root + "/admin/student", json={"model": ADAPTER, "lora_path": str(adapter_dir)}, headers=ADMIN)
     httpx.post(student.root + "/_forget")
 
-    first = post(gateway, chat("hello"))
+    first = post(gateway, json=chat("cascade", "hello"))
     assert first.status_code == 200 and first.headers["x-cascade-tier"] == "teacher"
-    wait_for(lambda: post(gateway, chat("hello")).json()["model"] == ADAPTER)
+    eventually(lambda: post(gateway, json=chat("cascade", "hello")).json()["model"] == ADAPTER)
 
 
 def test_the_base_student_answers_while_the_adapter_is_missing_when_configured(
@@ -132,11 +117,11 @@ def test_the_base_student_answers_while_the_adapter_is_missing_when_configured(
         gateway.root + "/admin/student", json={"model": ADAPTER, "lora_path": str(tmp_path / "gone")}, headers=ADMIN
     )
     httpx.post(student.root + "/_forget")
-    answer = post(gateway, chat("hello"))
+    answer = post(gateway, json=chat("cascade", "hello"))
     assert answer.status_code == 200
     assert answer.headers["x-cascade-tier"] == "student" and answer.json()["model"] == STUDENT_MODEL
-    wait_for(lambda: metric(gateway, 'cascade_student_adapter_reloads_total{outcome="failed"}') >= 1)
-    wait_for(lambda: metric(gateway, "cascade_student_adapter_missing") == 1)
+    eventually(lambda: metric(gateway, 'cascade_student_adapter_reloads_total{outcome="failed"}') >= 1)
+    eventually(lambda: metric(gateway, "cascade_student_adapter_missing") == 1)
     ready = httpx.get(gateway.root + "/readyz")
     assert ready.status_code == 200 and ready.json()["upstreams"]["student"] == "adapter_missing"
 
@@ -148,9 +133,9 @@ def test_ready_while_either_tier_can_answer(start_gateway: GatewayFactory, fake_
     gateway = start_gateway(config)
     ready = httpx.get(gateway.root + "/readyz")
     assert ready.status_code == 200 and ready.json()["upstreams"] == {"student": "ready", "teacher": "down"}
-    degraded = post(gateway, chat("student=unsure"))
+    degraded = post(gateway, json=chat("cascade", "student=unsure"))
     assert degraded.status_code == 200 and degraded.headers["x-cascade-degraded"] == "teacher-unavailable"
-    wait_for(lambda: metric(gateway, 'cascade_upstream_ready{upstream="teacher"}') == 0)
+    eventually(lambda: metric(gateway, 'cascade_upstream_ready{upstream="teacher"}') == 0)
     assert metric(gateway, 'cascade_upstream_ready{upstream="student"}') == 1
     assert metric(gateway, 'cascade_upstream_state{state="down",upstream="teacher"}') == 1
 
@@ -167,7 +152,7 @@ def test_a_teacher_that_refuses_the_gateway_degrades_and_opens_its_breaker(
     config["teacher"].update(breaker_failures=2, breaker_reset_s=60, retries=0)
     gateway = start_gateway(config)
     for _ in range(3):
-        answer = post(gateway, chat(f"student=unsure teacher={refusal}"))
+        answer = post(gateway, json=chat("cascade", f"student=unsure teacher={refusal}"))
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-cascade-tier"] == "student"
         assert answer.headers["x-cascade-degraded"] == "teacher-unavailable"
@@ -177,12 +162,12 @@ def test_a_teacher_that_refuses_the_gateway_degrades_and_opens_its_breaker(
 def test_a_teacher_refusing_its_key_is_a_502_for_a_pinned_request_not_the_clients_401(
     gateway: Server,
 ) -> None:
-    answer = post(gateway, chat("teacher=unauthorized", model=TEACHER_MODEL))
+    answer = post(gateway, json=chat(TEACHER_MODEL, "teacher=unauthorized"))
     assert answer.status_code == 502
     assert answer.json()["error"]["code"] == "upstream_auth_failed"
 
 
 def test_a_prompt_too_long_for_the_student_escalates(gateway: Server) -> None:
-    answer = post(gateway, chat("student=reject"))
+    answer = post(gateway, json=chat("cascade", "student=reject"))
     assert answer.status_code == 200 and answer.headers["x-cascade-tier"] == "teacher"
     assert metric(gateway, 'cascade_escalations_total{reason="student_context"}') >= 1

@@ -11,11 +11,10 @@ import json
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from tests.conftest import GatewayFactory, Server, gateway_config
-from tests.gateway.helpers import metric_sum, wait_for_record
+from tests.gateway.helpers import metric_sum, openai_client, wait_for_record
 from tests.structured import PERSON, WEATHER
 
 
@@ -30,13 +29,9 @@ def gateway(start_gateway: GatewayFactory, fake_student: Server, fake_teacher: S
     return start_gateway({**config, "log_store": {"url": log_url}})
 
 
-def client(gateway: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.url, api_key="unused", max_retries=0)
-
-
 def ask_tools(gateway: Server, script: str, **extra: Any) -> Any:
     messages = [{"role": "user", "content": f"What is the weather in Paris? {script}"}]
-    raw = client(gateway).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway).chat.completions.with_raw_response.create(
         model="cascade", messages=messages, tools=[WEATHER], **extra
     )
     return raw.parse(), raw.headers
@@ -105,7 +100,7 @@ def test_confidence_is_read_from_the_decision_tokens(
 @pytest.mark.parametrize(("script", "tier"), [("json", "student"), ("badjson", "teacher"), ("padjson", "teacher")])
 def test_json_schema_content_is_validated(gateway: Server, script: str, tier: str) -> None:
     messages = [{"role": "user", "content": f"Who is Ada? student={script} teacher=json"}]
-    raw = client(gateway).chat.completions.with_raw_response.create(
+    raw = openai_client(gateway).chat.completions.with_raw_response.create(
         model="cascade",
         messages=messages,
         response_format=PERSON,  # type: ignore[arg-type]
@@ -118,7 +113,7 @@ def _streamed_calls(gateway: Server, script: str) -> tuple[list[tuple[str, dict[
     """The calls the official client's stream helper assembles from the deltas, the finish reason, and the tier
     that made them (the scripted upstreams' call ids name it)."""
     messages = [{"role": "user", "content": f"What is the weather? {script}"}]
-    with client(gateway).chat.completions.stream(model="cascade", messages=messages, tools=[WEATHER]) as stream:
+    with openai_client(gateway).chat.completions.stream(model="cascade", messages=messages, tools=[WEATHER]) as stream:
         final = stream.get_final_completion()
     choice = final.choices[0]
     tier = (choice.message.tool_calls or [])[0].id.split("_")[1]
@@ -142,7 +137,7 @@ def test_the_replayed_deltas_fragment_the_arguments(gateway: Server) -> None:
     """Clients that assemble a call from deltas (LangChain, instructor) get the head once, then fragments."""
     messages = [{"role": "user", "content": "weather? student=call"}]
     chunks = list(
-        client(gateway).chat.completions.create(model="cascade", messages=messages, tools=[WEATHER], stream=True)
+        openai_client(gateway).chat.completions.create(model="cascade", messages=messages, tools=[WEATHER], stream=True)
     )
     deltas = [call for chunk in chunks for choice in chunk.choices for call in choice.delta.tool_calls or ()]
     assert deltas[0].id and deltas[0].function.name == "get_weather" and deltas[0].function.arguments == ""
@@ -160,7 +155,7 @@ def test_a_multi_turn_agent_conversation_passes_through_unchanged(gateway: Serve
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": -3}'},
         {"role": "user", "content": "And so? student=confident"},
     ]
-    completion = client(gateway).chat.completions.create(
+    completion = openai_client(gateway).chat.completions.create(
         model="cascade",
         messages=messages,  # type: ignore[arg-type]
         tools=[WEATHER],
