@@ -55,6 +55,7 @@ def _answer(body: dict[str, Any], latency_s: float) -> dict[str, Any]:
     return {
         "model": body.get("model"),
         "text": choice["message"].get("content") or "",
+        "tool_calls": choice["message"].get("tool_calls"),
         "logprobs": [float(item["logprob"]) for item in content],
         "top_logprobs": [[float(alt["logprob"]) for alt in item.get("top_logprobs") or ()] for item in content],
         "prompt_tokens": usage.get("prompt_tokens"),
@@ -76,6 +77,8 @@ async def ask(
         "logprobs": True,
         "top_logprobs": top_logprobs,
     }
+    if item.tools:
+        body["tools"], body["tool_choice"] = item.tools, "auto"
     headers = {"authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     started = time.perf_counter()
     try:

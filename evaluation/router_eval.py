@@ -104,6 +104,10 @@ def run_live(
     rows = [row for row in read_recording(recording) if row["id"] in wanted]
     if not rows:
         raise ValueError(f"{recording} holds none of this task's {len(wanted)} items; run without --no-collect")
+    rows = [
+        {**row, **{tier: {**row[tier], "text": task.judged(row[tier])} for tier in ("student", "teacher")}}
+        for row in rows
+    ]
     data = live_set(rows, task.agreement, student_price, teacher_price)
     embeddings = None
     if embed:

@@ -4,6 +4,8 @@
   answer; judged with :func:`router.agreement.label_match`). Short answers: cheap on a CPU.
 - ``gsm8k``: grade-school maths, answer ending in ``#### N`` (judged with
   :func:`router.agreement.final_number_match`). Long answers: minutes per item on a CPU.
+- ``bfcl``: the Berkeley Function Calling Leaderboard's simple, multiple, parallel and irrelevance questions,
+  asked with their tools (``tool_choice: auto``) and judged by BFCL's AST rules (:mod:`evaluation.bfcl`).
 
 Items are the first ``limit`` of the test split shuffled with ``seed``: the same items every time, and a
 larger limit only adds items (a recording made with a smaller one is reused).
@@ -18,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluation.bfcl import BFCL_CATEGORIES, bfcl_match, calls_text, sample
 from router.agreement import Agreement, final_number_match, label_match
 
-TASK_NAMES: tuple[str, ...] = ("banking77", "gsm8k")
+TASK_NAMES: tuple[str, ...] = ("banking77", "gsm8k", "bfcl")
 
 # A fixed, varied subset of Banking77's 77 intents (the first `intents` are used).
 BANKING77_INTENTS: tuple[str, ...] = (
@@ -55,6 +58,7 @@ class Item:
     id: str
     messages: list[dict[str, str]]
     gold: str
+    tools: list[dict[str, Any]] | None = None  # offered with tool_choice auto
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,11 @@ class Task:
 
     @property
     def agreement(self) -> Agreement:
-        return final_number_match if self.agreement_name == "final_number" else label_match
+        return {"final_number": final_number_match, "bfcl": bfcl_match}.get(self.agreement_name, label_match)
+
+    def judged(self, answer: dict[str, Any]) -> str:
+        """What the agreement reads of a recorded answer: its tool calls on a tool-calling task, else its text."""
+        return calls_text(answer.get("tool_calls")) if self.agreement_name == "bfcl" else answer["text"]
 
 
 def banking77_messages(query: str, intents: tuple[str, ...] | list[str]) -> list[dict[str, str]]:
@@ -119,4 +127,11 @@ def load_task(name: str, data_dir: Path, limit: int | None = None, seed: int = 0
             for i in chosen
         ]
         return Task(name, items, 320, "final_number", {"seed": seed})
+    if name == "bfcl":
+        try:
+            questions = sample(data_dir, BFCL_CATEGORIES, limit, rng)
+        except FileNotFoundError as exc:
+            raise TaskError(str(exc)) from None
+        items = [Item(id_, messages, gold, tools) for id_, messages, tools, gold in questions]
+        return Task(name, items, 256, "bfcl", {"seed": seed, "categories": list(BFCL_CATEGORIES)})
     raise TaskError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")

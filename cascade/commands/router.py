@@ -141,7 +141,7 @@ def router_eval(
         str,
         typer.Option(
             help="Offline: routellm-mmlu, routellm-gsm8k, or a CSV (prompt, weak_ok, strong_ok). "
-            "With --live: banking77 or gsm8k"
+            "With --live: banking77, gsm8k or bfcl (tool calls)"
         ),
     ],
     live: Annotated[bool, typer.Option("--live", help="Run the task through the real student and teacher")] = False,
