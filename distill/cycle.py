@@ -9,7 +9,8 @@ State in ``distill.work_dir`` (default ``var/distill``):
 - ``pending.json``: the run in progress (its id and window). A cycle that failed or was interrupted is
   resumed by the next invocation: same window, same dataset files, training from its checkpoint.
 - ``runs/<id>/``: the run's dataset (train/eval JSONL), checkpoint, candidate, report.json, report.md,
-  loss.png. ``data/<id>.jsonl``: each completed run's teacher examples, replayed by later cycles.
+  report.html (one self-contained file) and loss.png. ``data/<id>.jsonl``: each completed run's teacher
+  examples, replayed by later cycles.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def _cycle(
         "counts": asdict(data.counts),
         "metrics": outcome.metrics,
         "calibration": outcome.calibration,
+        "threshold_before": settings.router.threshold,
         "training": {
             "steps": training.steps,
             "resumed_from": training.resumed_from,
@@ -212,7 +214,7 @@ def _cycle(
     )
     status: Status = "promoted" if outcome.promoted else "kept"
     what = f"promoted {outcome.version} as {outcome.model_name}" if outcome.promoted else "kept the serving student"
-    message = f"run {run_id}: {what}; " + "; ".join(outcome.reasons) + f" (report: {run_dir / 'report.md'})"
+    message = f"run {run_id}: {what}; " + "; ".join(outcome.reasons) + f" (report: {run_dir / 'report.html'})"
     return CycleResult(status, message, run_id, run_dir, report)
 
 

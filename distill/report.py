@@ -1,12 +1,22 @@
-"""The record of one cycle: report.json, report.md and loss.png in its run folder, and Pushgateway metrics."""
+"""The record of one cycle: report.json, report.md, report.html and loss.png in its run folder, and Pushgateway
+metrics. The HTML file is self-contained (styles inline, the loss curve embedded), so it reads offline."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 from typing import Any
 
 JOB = "cascade-distill"
+METRIC_SETS = (
+    ("heldout_serving", "held-out, serving"),
+    ("heldout_candidate", "held-out, candidate"),
+    ("regression_serving", "regression, serving"),
+    ("regression_candidate", "regression, candidate"),
+)
+METRIC_COLUMNS = ("agreement", "escalation_rate", "mean_confidence", "n")
 
 
 def plot_losses(losses: list[dict[str, float | None]], path: Path) -> None:
@@ -68,10 +78,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| set, student | agreement | escalation rate | mean confidence | n |",
         "| --- | --- | --- | --- | --- |",
-        _metric_row("held-out, serving", metrics.get("heldout_serving")),
-        _metric_row("held-out, candidate", metrics.get("heldout_candidate")),
-        _metric_row("regression, serving", metrics.get("regression_serving")),
-        _metric_row("regression, candidate", metrics.get("regression_candidate")),
+        *[_metric_row(label, metrics.get(key)) for key, label in METRIC_SETS],
     ]
     training = report.get("training") or {}
     if training:
@@ -91,12 +98,92 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: #1d2330; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.15rem; margin-top: 1.8rem; }
+table { border-collapse: collapse; } th, td { padding: .3rem .8rem; border-bottom: 1px solid #dde; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.decision { display: inline-block; padding: .15rem .6rem; border-radius: .3rem; font-weight: 600; }
+.promoted { background: #d8f3dc; color: #1b4332; } .kept { background: #fde2e1; color: #7a1d1a; }
+"""
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return html.escape(str(value))
+
+
+def _figure(name: str, value: Any) -> str:
+    """One figure, tagged with its path in report.json so that a reader (or a test) can match the two."""
+    return f'<td data-figure="{html.escape(name)}">{_cell(value)}</td>'
+
+
+def render_html(report: dict[str, Any], loss_png: bytes | None) -> str:
+    e = html.escape
+    decision = str(report["decision"])
+    counts = report.get("counts", {})
+    metrics = report.get("metrics", {})
+    training = report.get("training") or {}
+    calibration = report.get("calibration") or {}
+    result = calibration.get("result") or {}
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Cascade distillation run {e(str(report['run_id']))}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Distillation run {e(str(report['run_id']))}</h1>",
+        f'<p>Decision: <span class="decision {e(decision)}" data-figure="decision">{e(decision)}</span>',
+    ]
+    if report.get("promoted_version"):
+        parts.append(
+            f' (<span data-figure="promoted_version">{e(str(report["promoted_version"]))}</span> as '
+            f"<code>{e(str(report.get('promoted_model')))}</code>)"
+        )
+    parts.append(
+        f"</p><p>Window: {e(str(report.get('since') or 'beginning'))} to {e(str(report['until']))}; "
+        f"took {float(report.get('duration_s', 0)):.1f} s.</p>"
+    )
+    parts += ["<h2>Why</h2><ul>", *[f"<li>{e(str(reason))}</li>" for reason in report.get("reasons", [])], "</ul>"]
+    parts.append("<h2>Before and after</h2><table><tr><th>set, student</th>")
+    parts += [f"<th>{e(column.replace('_', ' '))}</th>" for column in METRIC_COLUMNS]
+    parts.append("</tr>")
+    for key, label in METRIC_SETS:
+        row = metrics.get(key) or {}
+        cells = "".join(_figure(f"metrics.{key}.{column}", row.get(column)) for column in METRIC_COLUMNS)
+        parts.append(f"<tr><td>{e(label)}</td>{cells}</tr>")
+    parts.append("</table><p>Escalation rate: the share of answers the router sends to the teacher.</p>")
+    parts.append("<h2>Router threshold</h2><table>")
+    parts.append(f"<tr><td>before</td>{_figure('threshold_before', report.get('threshold_before'))}</tr>")
+    certified = _figure("calibration.result.threshold", result.get("threshold"))
+    parts.append(f"<tr><td>certified for the new student</td>{certified}</tr>")
+    parts.append(f"</table><p>{e(str(calibration.get('message', 'no recalibration')))}</p>")
+    parts.append("<h2>Data</h2><table><tr><th>what</th><th>count</th></tr>")
+    parts += [f"<tr><td>{e(str(key))}</td>{_figure(f'counts.{key}', value)}</tr>" for key, value in counts.items()]
+    parts.append("</table>")
+    if training:
+        parts.append("<h2>Training</h2><table>")
+        for key in ("steps", "seconds", "first_loss", "last_loss"):
+            parts.append(f"<tr><td>{e(key.replace('_', ' '))}</td>{_figure(f'training.{key}', training.get(key))}</tr>")
+        parts.append("</table>")
+        if loss_png is not None:
+            data = base64.b64encode(loss_png).decode()
+            parts.append(f'<p><img alt="distillation loss by step" src="data:image/png;base64,{data}"></p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
 def write_report(run_dir: Path, report: dict[str, Any], losses: list[dict[str, float | None]]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    loss_png = None
     if losses:
         plot_losses(losses, run_dir / "loss.png")
+        loss_png = (run_dir / "loss.png").read_bytes()
     (run_dir / "report.json").write_text(json.dumps({**report, "losses": losses}, indent=2, default=str) + "\n")
     (run_dir / "report.md").write_text(markdown(report))
+    (run_dir / "report.html").write_text(render_html(report, loss_png))
 
 
 def push_metrics(

@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,64 @@ def distill_settings(
         log_store={"url": f"sqlite+aiosqlite:///{tmp}/cascade.db", "spool_dir": str(tmp / "spool")},
         distill=values,
     )
+
+
+class Figures(HTMLParser):
+    """Collects each ``data-figure`` element's text and every image source."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.figures: dict[str, str] = {}
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self._open: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if attributes.get("data-figure"):
+            self._open = attributes["data-figure"]
+            self.figures[self._open] = ""
+        if tag == "img":
+            self.images.append(attributes.get("src") or "")
+        for name in ("src", "href"):
+            value = attributes.get(name) or ""
+            if value.startswith(("http:", "https:", "//")):
+                self.external.append(value)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self.figures[self._open] += data
+
+
+def figures_of(run_dir: Path) -> Figures:
+    parser = Figures()
+    parser.feed((run_dir / "report.html").read_text())
+    return parser
+
+
+def value_at(report: dict[str, Any], path: str) -> Any:
+    value: Any = report
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def shown(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def assert_html_matches_json(run_dir: Path) -> Figures:
+    """Every figure the HTML shows is the JSON report's value at the path it names; the key ones are shown."""
+    report = json.loads((run_dir / "report.json").read_text())
+    page = figures_of(run_dir)
+    for path, text in page.figures.items():
+        assert text.strip() == shown(value_at(report, path)), path
+    for required in ("decision", "metrics.heldout_candidate.agreement", "metrics.heldout_serving.escalation_rate"):
+        assert required in page.figures
+    assert page.external == []  # readable offline
+    return page

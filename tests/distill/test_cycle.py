@@ -30,7 +30,14 @@ from distill.promote import Registry
 from router.agreement import exact_match
 from serving.vllm import VllmOptions
 from tests.distill.conftest import STUDENT_KEY
-from tests.distill.helpers import DAY, distill_settings, make_records, regression_set, write_records
+from tests.distill.helpers import (
+    DAY,
+    assert_html_matches_json,
+    distill_settings,
+    make_records,
+    regression_set,
+    write_records,
+)
 from tests.serving.helpers import Servers, start_gateway
 
 pytestmark = pytest.mark.timeout(900)
@@ -145,6 +152,8 @@ def test_the_run_writes_its_report(world: World) -> None:
     markdown = (run_dir / "report.md").read_text()
     assert "decision: **promoted**" in markdown and "| held-out, candidate |" in markdown
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = assert_html_matches_json(run_dir)
+    assert page.figures["decision"] == "promoted" and len(page.images) == 1
 
 
 def _pushed(url: str) -> dict[str, float]:
