@@ -48,13 +48,9 @@ def plot_losses(losses: list[dict[str, float | None]], path: Path) -> None:
 def _metric_row(name: str, metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return f"| {name} | n/a | n/a | n/a | 0 |"
-
-    def fmt(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
     return (
-        f"| {name} | {fmt(metrics.get('agreement'))} | {fmt(metrics.get('escalation_rate'))} | "
-        f"{fmt(metrics.get('mean_confidence'))} | {metrics.get('n', 0)} |"
+        f"| {name} | {_cell(metrics.get('agreement'))} | {_cell(metrics.get('escalation_rate'))} | "
+        f"{_cell(metrics.get('mean_confidence'))} | {metrics.get('n', 0)} |"
     )
 
 
