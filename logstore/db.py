@@ -51,8 +51,14 @@ def schema_of(url: str) -> str | None:
     return _split_schema(make_url(url))[1]
 
 
-def make_engine(url: str, *, timeout_s: float = 10.0) -> AsyncEngine:
-    """An async engine for a log store URL; ``timeout_s`` bounds connecting and each statement."""
+def make_engine(url: str, *, timeout_s: float = 10.0, writer: bool = False) -> AsyncEngine:
+    """An async engine for a log store URL; ``timeout_s`` bounds connecting and each statement.
+
+    ``writer``: the engine makes only short transactions, so on PostgreSQL the server itself also ends a
+    statement that runs longer than ``timeout_s`` and a transaction left idle that long. A connection cut in
+    the middle of a transaction (a network partition, a process killed) otherwise leaves its backend holding
+    the new rows' locks until TCP notices, hours later, and every retry of the same request ids waits on them.
+    """
     parsed, schema = _split_schema(make_url(url))
     if parsed.get_backend_name() == "sqlite":
         if schema is not None:
@@ -73,8 +79,14 @@ def make_engine(url: str, *, timeout_s: float = 10.0) -> AsyncEngine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         connect_args: dict[str, Any] = {"timeout": timeout_s, "command_timeout": timeout_s}
+        settings: dict[str, str] = {}
         if schema is not None:
-            connect_args["server_settings"] = {"search_path": schema}
+            settings["search_path"] = schema
+        if writer:
+            server_ms = str(max(1, round(timeout_s * 1000)))
+            settings |= {"statement_timeout": server_ms, "idle_in_transaction_session_timeout": server_ms}
+        if settings:
+            connect_args["server_settings"] = settings
         return create_async_engine(parsed, connect_args=connect_args, pool_pre_ping=True, hide_parameters=True)
     raise ValueError(f"log store URL must be sqlite+aiosqlite:// or postgresql+asyncpg://, got {safe_url(url)!r}")
 

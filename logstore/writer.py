@@ -170,7 +170,7 @@ class LogWriter:
             log.warning(
                 "log store: %d spooled record(s) to replay (%d slot(s) adopted)", self.spool_records, len(self._orphans)
             )
-        self._engine = make_engine(self.settings.url, timeout_s=self.write_timeout_s)
+        self._engine = make_engine(self.settings.url, timeout_s=self.write_timeout_s, writer=True)
         await self._ensure_migrated()
         self._task = asyncio.create_task(self._run(), name="logstore-writer")
         if self.settings.retention_days is not None:

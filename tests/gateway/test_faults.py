@@ -53,11 +53,11 @@ class CuttableProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            if not self.open:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
+            with self._lock:  # a connection accepted while a cut runs is refused, never left open past it
+                if not self.open:
+                    client.close()
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -75,8 +75,8 @@ class CuttableProxy:
                     sock.close()
 
     def cut(self) -> None:
-        self.open = False
         with self._lock:
+            self.open = False
             for sock in self._sockets:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)

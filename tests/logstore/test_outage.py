@@ -4,12 +4,15 @@ in order, each exactly once, when it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from logstore import LogWriter
+from logstore import LogWriter, make_engine, migrate
+from logstore.db import insert_rows
+from logstore.schema import record_to_row
 from tests.logstore.conftest import pg_base_url
 from tests.logstore.helpers import TcpProxy, free_port, make_record, settings, stored_ids, wait_until
 
@@ -130,3 +133,30 @@ def test_locked_sqlite_database_spools_then_replays(sqlite_url: str, tmp_path: P
     writer = asyncio.run(scenario())
     assert writer.replayed == 200
     assert sorted(asyncio.run(stored_ids(sqlite_url))) == ["before", *(f"l{i:03d}" for i in range(200))]
+
+
+def test_a_transaction_abandoned_mid_write_is_ended_by_the_server(pg_url: str, tmp_path: Path) -> None:
+    """A connection cut mid-transaction whose backend never hears of it (a partition) holds its new rows'
+    locks; the writer's sessions tell PostgreSQL to end such a transaction after the write timeout, so the
+    replay of the same request ids is held up seconds, not until TCP notices."""
+
+    async def scenario() -> None:
+        await migrate(pg_url)
+        abandoned = make_engine(pg_url, timeout_s=1.0, writer=True)
+        connection = await abandoned.connect()
+        await connection.begin()
+        await insert_rows(connection, [record_to_row(make_record("held"))])  # locked, never committed
+        writer = LogWriter(settings(pg_url, tmp_path), write_timeout_s=1.0, retry_max_s=0.5)
+        await writer.start()
+        try:
+            for request_id in ("held", "other"):
+                writer.submit(make_record(request_id))
+            await wait_until(lambda: writer.spool_records == 0 and writer.durable == 2, what="both records stored")
+        finally:
+            with contextlib.suppress(Exception):  # the server ended this session (or the test failed)
+                await connection.invalidate()
+            await abandoned.dispose()
+            await writer.close()
+
+    asyncio.run(scenario())
+    assert sorted(asyncio.run(stored_ids(pg_url))) == ["held", "other"]
