@@ -32,11 +32,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
-# Prometheus and its Pushgateway (Debian packages): the monitoring tests run the real ones.
+# Debian packages the tests use: a real Prometheus and Pushgateway, and Chromium for the page's browser tests.
 tools:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null \
+	  && command -v chromium >/dev/null \
 	  || ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-	      --no-install-recommends prometheus prometheus-pushgateway)
+	      --no-install-recommends prometheus prometheus-pushgateway chromium)
 
 up: venv model-packages
 	$(BIN)/cascade models prepare

@@ -194,6 +194,17 @@ class ServerSettings(_Section):
     admin_key: str | None = Field(
         default=None, min_length=16, description="Bearer key of the /admin endpoints; they are off (404) without it"
     )
+    page: bool = Field(
+        default=True,
+        description="The built-in page at /ui (its figures at /ui/data): open while auth is off; behind admin_key "
+        "when auth is on (and off until admin_key is set)",
+    )
+    page_sample_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between the page's snapshots of the metrics (its hour and day windows and charts)",
+    )
     health_check_s: float = Field(
         default=5.0,
         gt=0,
@@ -403,6 +414,15 @@ class Settings(BaseSettings):
     log_store: LogStoreSettings = LogStoreSettings()
     local: LocalSettings = LocalSettings()
     distill: DistillSettings = DistillSettings()
+
+    def page_note(self) -> str:
+        """Where the built-in page is, or why it shows nothing (for start-up messages)."""
+        url = f"http://{self.server.host}:{self.server.port}/ui"
+        if not self.server.page:
+            return "page off (server.page: false)"
+        if self.auth.enabled and self.server.admin_key is None:
+            return f"page {url} shows nothing until server.admin_key is set (auth is on)"
+        return f"page {url}" + (" (admin key)" if self.server.admin_key else "")
 
     @model_validator(mode="after")
     def _names_are_distinct(self) -> Settings:

@@ -8,16 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from gateway.errors import BadRequest, GatewayError
+from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.routes import CascadeDep
 from gateway.state import StateFile
 from router.errors import RouterLoadError
 
 
-class AdminDisabled(GatewayError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
+class AdminDisabled(NotFound):
+    """Off by configuration (no admin key; the page switched off)."""
 
 
 class AdminUnauthorized(GatewayError):
@@ -30,6 +28,10 @@ def require_admin(request: Request) -> None:
     key: str | None = request.app.state.settings.server.admin_key
     if key is None:
         raise AdminDisabled("admin endpoints are off; set server.admin_key to use them")
+    check_admin_key(request, key)
+
+
+def check_admin_key(request: Request, key: str) -> None:
     given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
     if not hmac.compare_digest(given.encode(), key.encode()):
         raise AdminUnauthorized("a valid admin key is required (Authorization: Bearer ...)")

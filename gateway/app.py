@@ -15,10 +15,12 @@ from gateway.accounting import Accountant
 from gateway.admin import admin
 from gateway.auth import Authenticator
 from gateway.cascade import STUDENT, TEACHER, Cascade
+from gateway.dashboard import History
 from gateway.errors import install_error_handlers
 from gateway.health import Health
 from gateway.limits import Counters, Limiter, MemoryCounters, RedisCounters
 from gateway.metrics import Metrics
+from gateway.page import figures, mount_static, page, sample
 from gateway.routes import api
 from gateway.routing import Routing
 from gateway.shadows import ShadowSampler
@@ -42,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         watchers = [
             asyncio.create_task(state_file.watch()),
             asyncio.create_task(health.watch(settings.server.health_check_s)),
+            asyncio.create_task(sample(metrics, history)),
         ]
         try:
             yield
@@ -62,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.prime([settings.student.model, settings.teacher.model])
     metrics.breakers = {STUDENT: student.breaker, TEACHER: teacher.breaker}
     app.state.metrics = metrics
+    app.state.history = history = History(settings.server.page_sample_s)
     writer = LogWriter(settings.log_store)
     app.state.log_writer = writer
     keys, counters = _auth_services(settings)
@@ -112,6 +116,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(api)
     app.include_router(admin)
+    app.include_router(page)
+    app.include_router(figures)
+    mount_static(app)
     _document_request_schema(app)
     return app
 

@@ -5,6 +5,8 @@ Exceptions raised inside the gateway::
     GatewayError                     status  type
     ├── BadRequest                   400     invalid_request_error (param says which field)
     ├── ModelNotFound                404     invalid_request_error, code model_not_found
+    ├── NotFound                     404     invalid_request_error, code not_found (e.g. a run's report)
+    │   └── AdminDisabled            404     the admin endpoints or the page are off by configuration (admin.py)
     ├── BodyTooLarge                 413     invalid_request_error
     ├── UnsupportedMediaType         415     invalid_request_error (a body that is not declared JSON)
     ├── Unauthorized                 401     authentication_error, code invalid_api_key        (auth.py)
@@ -12,7 +14,6 @@ Exceptions raised inside the gateway::
     ├── KeyStoreUnavailable          503     service_unavailable: keys cannot be checked now   (auth.py)
     ├── RateLimited                  429     rate_limit_error, with retry-after                (limits.py)
     ├── LimitsUnavailable            503     service_unavailable: limits cannot be counted now (limits.py)
-    ├── AdminDisabled                404     invalid_request_error: no admin key is configured (admin.py)
     ├── AdminUnauthorized            401     authentication_error, code invalid_admin_key      (admin.py)
     └── UpstreamError                        (an upstream model server failed)
         ├── UpstreamUnavailable      503     service_unavailable (connection refused, reset, DNS)
@@ -61,6 +62,12 @@ class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
 
 
 class BodyTooLarge(GatewayError):

@@ -75,11 +75,13 @@ class Health:
         self._observe = observe
         self._reloaded = reloaded
         self._restoring: asyncio.Task[bool] | None = None
+        self.last: dict[str, TierState] = {}  # the latest check's states (none before the first)
 
     async def check(self) -> dict[str, TierState]:
         """Both tiers' states now; re-loads the promoted adapter first if the student lost it."""
         student, teacher = await asyncio.gather(self._student_state(), _state(self.teacher, self.teacher.model))
         states = {"student": student, "teacher": teacher}
+        self.last = states
         self._observe(states, self.adapter.missing)
         return states
 

@@ -262,9 +262,13 @@ class Metrics:
         self.log_spool_bytes.set(spool_bytes)
         self.log_dropped.set(dropped)
 
-    def exposition(self) -> bytes:
+    def exposed(self) -> CollectorRegistry:
+        """The registry ``/metrics`` shows: this process's, or every worker's added up."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            return registry
+        return self.registry
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.exposed())

@@ -211,7 +211,7 @@ def run_up(config: Path | None, progress: Callable[[str], None] = echo, **local_
             stack.start(local.start_timeout_s, progress, stop)
             progress(
                 f"ready: http://{settings.server.host}:{settings.server.port}/v1, model {settings.alias!r} "
-                f"(student {paths.student.name}, teacher {paths.teacher.name}); Ctrl-C stops"
+                f"(student {paths.student.name}, teacher {paths.teacher.name}); {settings.page_note()}; Ctrl-C stops"
             )
             if schedule is not None:
                 schedule.start()

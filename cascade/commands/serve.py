@@ -51,7 +51,7 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
     typer.echo(
         f"cascade: gateway on http://{settings.server.host}:{settings.server.port}/v1 "
         f"(student {settings.student.model} at {settings.student.url}, "
-        f"teacher {settings.teacher.model} at {settings.teacher.url}; {workers} worker(s))",
+        f"teacher {settings.teacher.model} at {settings.teacher.url}; {workers} worker(s)); {settings.page_note()}",
         err=True,
     )
     common: dict[str, Any] = {

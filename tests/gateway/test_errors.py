@@ -200,7 +200,8 @@ def test_the_error_tree_lists_every_gateway_error_with_its_status() -> None:
     modules = (gateway.admin, gateway.auth, gateway.errors, gateway.limits)
     classes = [c for c in tree(gateway.errors.GatewayError)[1:] if any(c.__module__ == m.__name__ for m in modules)]
     doc = gateway.errors.__doc__ or ""
-    lines = {line.split()[1]: line for line in doc.splitlines() if line.strip().startswith(("├──", "└──"))}
+    branches = (line.strip().lstrip("│ ") for line in doc.splitlines())
+    lines = {line.split()[1]: line for line in branches if line.startswith(("├──", "└──"))}
     for cls in classes:
         assert cls.__name__ in lines, f"{cls.__name__} is missing from gateway/errors.py's error tree"
         if cls.__name__ not in ("UpstreamError", "UpstreamBadResponse"):

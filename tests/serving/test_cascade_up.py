@@ -81,6 +81,8 @@ def test_cascade_up_serves_the_tiny_pair_and_stops_cleanly_on_sigterm(tiny_pair:
         )
         assert raw.headers["x-cascade-tier"] in ("student", "teacher")
         assert raw.parse().usage.completion_tokens > 0  # type: ignore[union-attr]
+        figures = httpx.get(f"http://127.0.0.1:{gateway_port}/ui/data", timeout=10).json()  # the built-in page's
+        assert figures["windows"]["hour"]["requests"] == 1 and figures["tiers"]["teacher"]["state"] == "ready"
         descendants = psutil.Process(up.pid).children(recursive=True)
         commands = [" ".join(process.cmdline()) for process in descendants]
         assert sum("vllm.entrypoints.openai.api_server" in command for command in commands) == 2
@@ -91,6 +93,7 @@ def test_cascade_up_serves_the_tiny_pair_and_stops_cleanly_on_sigterm(tiny_pair:
         assert [process.pid for process in descendants if alive(process)] == []
         text = output.read_text()
         assert "ready: http://127.0.0.1" in text and text.rstrip().endswith("cascade: stopped")
+        assert f"page http://127.0.0.1:{gateway_port}/ui" in text
     finally:
         if up.poll() is None:
             up.kill()
