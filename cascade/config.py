@@ -196,8 +196,8 @@ class ServerSettings(_Section):
     )
     page: bool = Field(
         default=True,
-        description="The built-in page at /ui (its figures at /ui/data): open while auth is off; behind admin_key "
-        "when auth is on (and off until admin_key is set)",
+        description="The built-in page at /ui (its figures at /ui/data): behind admin_key when one is set; "
+        "without one, open while auth is off and off while auth is on",
     )
     page_sample_s: float = Field(
         default=30.0,

@@ -15,7 +15,7 @@ from gateway.accounting import Accountant
 from gateway.admin import admin
 from gateway.auth import Authenticator
 from gateway.cascade import STUDENT, TEACHER, Cascade
-from gateway.dashboard import History
+from gateway.dashboard import History, Totals, read_totals
 from gateway.errors import install_error_handlers
 from gateway.health import Health
 from gateway.limits import Counters, Limiter, MemoryCounters, RedisCounters
@@ -65,7 +65,11 @@ def create_app(settings: Settings) -> FastAPI:
     metrics.prime([settings.student.model, settings.teacher.model])
     metrics.breakers = {STUDENT: student.breaker, TEACHER: teacher.breaker}
     app.state.metrics = metrics
-    app.state.history = history = History(settings.server.page_sample_s)
+    # The page's first reading: zero when `cascade serve --workers N` started the counters (each worker starts
+    # later), else the counters as this process finds them (zero for its own registry).
+    started = os.environ.get("CASCADE_STARTED_AT")
+    first = Totals(float(started)) if started else read_totals(metrics.exposed().collect())
+    app.state.history = history = History(settings.server.page_sample_s, first)
     writer = LogWriter(settings.log_store)
     app.state.log_writer = writer
     keys, counters = _auth_services(settings)
@@ -118,7 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin)
     app.include_router(page)
     app.include_router(figures)
-    mount_static(app)
+    mount_static(app, settings)
     _document_request_schema(app)
     return app
 

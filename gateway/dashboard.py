@@ -2,9 +2,10 @@
 
 A :class:`Totals` is read from the same registry ``/metrics`` exposes (summed over workers when
 ``PROMETHEUS_MULTIPROC_DIR`` is set), so every figure on the page is a difference of two readings of counters
-Prometheus would scrape. :class:`History` keeps one snapshot every ``server.page_sample_s`` for a day; a
-window ("the last hour") is the live reading minus the oldest snapshot inside it, and starts at the gateway's
-start when that is later. Pure functions, no HTTP.
+Prometheus would scrape. :class:`History` starts from the counters at the gateway's start (zero, for the
+gateway's own) and keeps one snapshot every ``server.page_sample_s`` for a day; a window ("the last hour") is
+the live reading minus the newest snapshot at least that old, so it covers the whole hour (up to one sample
+more), or everything since the start when the gateway is younger. Pure functions, no HTTP.
 """
 
 from __future__ import annotations
@@ -122,32 +123,36 @@ def window(now: Totals, then: Totals) -> dict[str, Any]:
 
 
 class History:
-    """Snapshots a day back, one every ``every_s``; the first is the reading at start."""
+    """Snapshots a day back, one every ``every_s``, after ``first`` (the counters when the gateway started:
+    zero, at the time they started, when the gateway started them)."""
 
-    def __init__(self, every_s: float, keep_s: float = WINDOWS["day"]) -> None:
+    def __init__(self, every_s: float, first: Totals, keep_s: float = WINDOWS["day"]) -> None:
         self.every_s = every_s
-        self._snapshots: deque[Totals] = deque(maxlen=int(keep_s // every_s) + 2)
+        self._snapshots: deque[Totals] = deque([first], maxlen=int(keep_s // every_s) + 2)
 
     def add(self, totals: Totals) -> None:
         self._snapshots.append(totals)
 
     def baseline(self, now: Totals, seconds: float) -> Totals:
-        """The oldest snapshot within ``seconds`` of ``now`` (the first one if the gateway is younger)."""
+        """The newest snapshot at least ``seconds`` older than ``now`` (the oldest kept if none is)."""
+        chosen = self._snapshots[0]
         for snapshot in self._snapshots:
-            if snapshot.at >= now.at - seconds:
-                return snapshot
-        return self._snapshots[-1] if self._snapshots else Totals(now.at)
+            if snapshot.at > now.at - seconds:
+                break
+            chosen = snapshot
+        return chosen
 
     def windows(self, now: Totals) -> dict[str, dict[str, Any]]:
         return {name: window(now, self.baseline(now, seconds)) for name, seconds in WINDOWS.items()}
 
     def series(self, now: Totals, seconds: float = WINDOWS["day"], points: int = 288) -> list[dict[str, float]]:
-        """Chart points over the window, at most ``points`` of them, ending with the live reading: per interval,
-        requests answered by each tier (per minute); cumulative cost and teacher-only cost since the start."""
+        """Chart points over the window, at most ``points`` of them, one per interval between snapshots (the
+        live reading is left out: a moment after a snapshot it would make a spike): answers by each tier per
+        minute; cumulative cost and teacher-only cost since the window's start."""
         start = self.baseline(now, seconds)
-        kept = [s for s in self._snapshots if s.at >= start.at and s.at < now.at]
-        step = max(1, math.ceil(len(kept) / points))
-        chosen = [*kept[::step], now]
+        kept = [s for s in self._snapshots if start.at <= s.at <= now.at]
+        step = max(1, math.ceil((len(kept) - 1) / points))
+        chosen = kept[::-1][::step][::-1]  # thinned from the newest back, so the newest snapshot stays
         out: list[dict[str, float]] = []
         for previous, current in itertools.pairwise(chosen):
             minutes = max(current.at - previous.at, 1e-9) / 60

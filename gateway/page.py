@@ -1,11 +1,12 @@
 """The built-in page (``/ui``): a static shell, its script and Chart.js from the package, and the figures it polls
-(``/ui/data``). While auth is off the page is open; with auth on it is behind ``server.admin_key`` (and off
-until one is set), so the page never shows more than the admin endpoints would."""
+(``/ui/data``). With ``server.admin_key`` set the figures and reports are behind it; without one they are open
+while auth is off, and off (404) while auth is on; ``server.page: false`` turns the whole page off."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from gateway.dashboard import History, read_totals
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
 
+log = logging.getLogger("cascade.gateway")
 STATIC = Path(__file__).parent / "static"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 RECENT_CYCLES = 10
@@ -47,8 +49,9 @@ page = APIRouter(prefix="/ui", dependencies=[Depends(page_access)])
 figures = APIRouter(prefix="/ui", dependencies=[Depends(figures_access)])
 
 
-def mount_static(app: Any) -> None:
-    app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
+def mount_static(app: Any, settings: Settings) -> None:
+    if settings.server.page:
+        app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
 
 
 @page.get("", include_in_schema=False)
@@ -74,55 +77,89 @@ async def data(request: Request) -> dict[str, Any]:
             "teacher": {"model": cascade.teacher.model, "state": cascade.health.last.get("teacher")},
         },
         "adapter": {"name": adapter.name, "missing": adapter.missing},
-        "router": {
-            "signal": cascade.routing.signal.feature,
-            "threshold": cascade.routing.signal.threshold,
-            "version": cascade.routing.version,
-        },
+        "router": _router(cascade),
         "windows": history.windows(now),
         "series": history.series(now),
         "cycles": await asyncio.to_thread(recent_cycles, settings.distill.work_dir / "runs"),
     }
 
 
+def _router(cascade: Cascade) -> dict[str, Any]:
+    """The router that is serving: a loaded scorer artefact, or the configured signal at its threshold."""
+    routing = cascade.routing
+    if routing.scorer is not None:
+        return {"kind": routing.router.kind, "signal": None, "threshold": routing.router.threshold,
+                "version": routing.version}  # fmt: skip
+    return {"kind": "signal", "signal": routing.signal.feature, "threshold": routing.signal.threshold,
+            "version": routing.version}  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _cycle(folder: Path) -> dict[str, Any] | None:
+    """One run's decision from its report.json; None for a run still writing it, or a damaged one."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict):
+        return None
+    metrics, counts, reasons = report.get("metrics"), report.get("counts"), report.get("reasons")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    counts = counts if isinstance(counts, dict) else {}
+    reasons = reasons if isinstance(reasons, list) else []
+
+    def agreement(name: str) -> float | None:
+        figures = metrics.get(name)
+        return _number(figures.get("agreement")) if isinstance(figures, dict) else None
+
+    return {
+        "run_id": folder.name,
+        "finished": str(report.get("finished") or "") or None,
+        "decision": str(report.get("decision") or "unknown"),
+        "reasons": [str(reason) for reason in reasons],
+        "promoted_version": report.get("promoted_version"),
+        "heldout_candidate": agreement("heldout_candidate"),
+        "heldout_serving": agreement("heldout_serving"),
+        "examples": _number(counts.get("train")),
+        "report": f"/ui/runs/{folder.name}/report.html" if (folder / "report.html").is_file() else None,
+    }
+
+
 def recent_cycles(runs: Path, limit: int = RECENT_CYCLES) -> list[dict[str, Any]]:
-    """The latest distillation runs' decisions, newest first, from their report.json files."""
+    """The latest distillation runs' decisions, newest first (run ids are their start times)."""
+    if not runs.is_dir():
+        return []
+    folders = sorted((f for f in runs.iterdir() if RUN_ID.fullmatch(f.name) and f.is_dir()), reverse=True)
     cycles = []
-    for path in runs.glob("*/report.json") if runs.is_dir() else ():
-        try:
-            report = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # a run still writing its report, or a damaged one: not a cycle to show
-        metrics = report.get("metrics") or {}
-        has_html = (path.parent / "report.html").is_file()
-        cycles.append(
-            {
-                "run_id": report.get("run_id", path.parent.name),
-                "finished": report.get("finished"),
-                "decision": report.get("decision"),
-                "reasons": report.get("reasons") or [],
-                "promoted_version": report.get("promoted_version"),
-                "heldout_candidate": (metrics.get("heldout_candidate") or {}).get("agreement"),
-                "heldout_serving": (metrics.get("heldout_serving") or {}).get("agreement"),
-                "examples": (report.get("counts") or {}).get("train"),
-                "report": f"/ui/runs/{path.parent.name}/report.html" if has_html else None,
-            }
-        )
-    cycles.sort(key=lambda cycle: str(cycle["finished"] or ""), reverse=True)
-    return cycles[:limit]
+    for folder in folders:
+        if (cycle := _cycle(folder)) is not None:
+            cycles.append(cycle)
+        if len(cycles) == limit:
+            break
+    return cycles
 
 
 @figures.get("/runs/{run_id}/report.html", include_in_schema=False)
 async def run_report(run_id: str, request: Request) -> FileResponse:
     settings: Settings = request.app.state.settings
     path = settings.distill.work_dir / "runs" / run_id / "report.html"
-    if not RUN_ID.match(run_id) or not path.is_file():
+    if not RUN_ID.fullmatch(run_id) or not path.is_file():
         raise NotFound(f"no report for run {run_id!r}")
     return FileResponse(path, media_type="text/html")
 
 
 async def sample(metrics: Metrics, history: History) -> None:
-    """One snapshot every ``history.every_s``, the first at once."""
+    """One snapshot every ``history.every_s``; a reading that fails is logged (once per kind) and tried again."""
+    seen: set[str] = set()
     while True:
-        history.add(read_totals(metrics.exposed().collect()))
         await asyncio.sleep(history.every_s)
+        try:
+            history.add(read_totals(metrics.exposed().collect()))
+        except Exception as exc:
+            kind = f"{type(exc).__name__}: {exc}"[:200]
+            if kind not in seen:
+                seen.add(kind)
+                log.exception("the page's metrics snapshot failed (tried again every %s s)", history.every_s)

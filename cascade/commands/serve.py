@@ -44,6 +44,7 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
     """Serve the gateway; with several workers, metrics go through prometheus-client's multiprocess mode."""
     import os
     import tempfile
+    import time
 
     import uvicorn
 
@@ -83,5 +84,7 @@ def run_gateway(settings: Settings, log_level: str = "warning", workers: int = 1
     # Workers are new processes: they rebuild the app from the validated settings passed in the environment.
     os.environ["CASCADE_SETTINGS_JSON"] = settings.model_dump_json()
     with tempfile.TemporaryDirectory(prefix="cascade-metrics-") as metrics_dir:
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # a fresh folder: every counter starts at zero now
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            os.environ["CASCADE_STARTED_AT"] = str(time.time())
         uvicorn.run("gateway.app:app_from_environment", factory=True, workers=workers, **common)

@@ -113,8 +113,14 @@ async function openReport(event, url) {
   if (!sessionStorage.getItem(KEY)) return;
   event.preventDefault();
   const response = await fetch(url, { headers: headers() });
-  const blob = new Blob([await response.text()], { type: "text/html" });
-  window.open(URL.createObjectURL(blob), "_blank");
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    document.getElementById("updated").textContent = "report: " + (body.error ? body.error.message : `HTTP ${response.status}`);
+    return;
+  }
+  const blobUrl = URL.createObjectURL(new Blob([await response.text()], { type: "text/html" }));
+  window.open(blobUrl, "_blank");
+  setTimeout(() => URL.revokeObjectURL(blobUrl), 60000);
 }
 
 function drawChart(id, datasets, series, money) {

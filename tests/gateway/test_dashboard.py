@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
 from cascade.config import PriceSettings
 from gateway.dashboard import History, Totals, quantile, read_totals, window
 from gateway.metrics import Metrics
+from gateway.page import recent_cycles
 
 
 def registry_after(answers: dict[str, int], cost: float, teacher_only: float, latencies: list[float]) -> Metrics:
@@ -54,26 +57,42 @@ def test_a_window_is_the_difference_of_two_readings() -> None:
     assert quiet["requests"] == 0 and quiet["teacher_share"] is None and quiet["savings_share"] is None
 
 
-def test_history_windows_start_at_the_oldest_snapshot_inside_them_and_series_end_live() -> None:
-    history = History(every_s=600.0)
-    for minute in range(0, 181, 10):  # three hours of snapshots, one teacher and two student answers each
+def test_history_windows_cover_the_whole_window_and_series_end_at_the_newest_snapshot() -> None:
+    history = History(every_s=600.0, first=Totals(0.0))  # zero at the start, then a snapshot every 10 minutes
+    for minute in range(10, 181, 10):  # three hours: one teacher and two student answers a minute
         n = minute // 10
         answered = {"student": 2 * n, "teacher": n}
         history.add(Totals(minute * 60.0, answered=answered, cost_usd=n, teacher_only_usd=3 * n))
     now = Totals(181 * 60.0, answered={"student": 37, "teacher": 18}, cost_usd=18.5, teacher_only_usd=55.0)
     hour = history.windows(now)["hour"]
-    assert hour["since"] == 130 * 60.0  # the oldest snapshot no older than an hour
-    assert hour["cost_usd"] == pytest.approx(18.5 - 13)
+    assert hour["since"] == 120 * 60.0  # the newest snapshot at least an hour old: the window is the whole hour
+    assert hour["cost_usd"] == pytest.approx(18.5 - 12)
     day = history.windows(now)["day"]
-    assert day["since"] == 0.0 and day["teacher_share"] == pytest.approx(18 / 55)
+    assert day["since"] == 0.0 and day["teacher_share"] == pytest.approx(18 / 55)  # since the start
     series = history.series(now, points=5)
-    assert len(series) <= 6 and series[-1]["t"] == now.at
-    assert series[-1]["cost_usd"] == pytest.approx(18.5) and series[-1]["teacher_only_cost_usd"] == pytest.approx(55.0)
-    # every 4th snapshot kept (minutes 0, 40, ..., 160), then the live reading: 5 student answers in 21 minutes
-    assert [point["t"] for point in series] == [40 * 60.0, 80 * 60.0, 120 * 60.0, 160 * 60.0, now.at]
-    assert series[-1]["student_per_min"] == pytest.approx(5 / 21)
-    minutes = [(b["t"] - a["t"]) / 60 for a, b in zip([{"t": 0.0}, *series], series, strict=False)]
-    assert sum(p["student_per_min"] * m for p, m in zip(series, minutes, strict=True)) == pytest.approx(37)
-    young = History(every_s=30.0)
-    young.add(Totals(1000.0))
+    # thinned from the newest back (every 4th snapshot: minutes 180, 140, 100, 60, 20); the live reading is left out
+    assert [point["t"] for point in series] == [60 * 60.0, 100 * 60.0, 140 * 60.0, 180 * 60.0]
+    assert series[-1]["student_per_min"] == pytest.approx((36 - 28) / 40)
+    assert series[-1]["cost_usd"] == pytest.approx(18) and series[-1]["teacher_only_cost_usd"] == pytest.approx(54)
+    assert sum(point["student_per_min"] * 40 for point in series) == pytest.approx(36 - 4)
+    young = History(every_s=30.0, first=Totals(1000.0))
     assert young.windows(Totals(1010.0))["day"]["since"] == 1000.0  # a young gateway: since its start
+    assert young.series(Totals(1010.0)) == []
+
+
+def test_recent_cycles_are_the_newest_runs_and_a_damaged_report_is_skipped(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for run, body in {
+        "20261201T010000Z": {"decision": "kept", "reasons": ["no gain"], "metrics": {"heldout_candidate": None}},
+        "20261202T010000Z": {"decision": "promoted", "counts": {"train": 40}},
+        "20261203T010000Z": [],  # valid JSON, not a report
+        "20261204T010000Z": "{not json",
+        "not a run id": {"decision": "promoted"},
+    }.items():
+        (runs / run).mkdir(parents=True)
+        (runs / run / "report.json").write_text(body if isinstance(body, str) else json.dumps(body))
+    cycles = recent_cycles(runs)
+    assert [c["run_id"] for c in cycles] == ["20261202T010000Z", "20261201T010000Z"]
+    assert cycles[0]["examples"] == 40 and cycles[0]["report"] is None  # no report.html beside it
+    assert cycles[1]["reasons"] == ["no gain"] and cycles[1]["heldout_candidate"] is None
+    assert recent_cycles(runs, limit=1) == cycles[:1] and recent_cycles(tmp_path / "none") == []

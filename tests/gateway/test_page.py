@@ -126,7 +126,8 @@ def test_the_page_shows_the_metrics_figures_draws_its_charts_and_lists_the_cycle
             expected["savings_usd"], rel=0.005
         )
         assert as_number(shown(page, f"windows.{window}.cost_usd")) == pytest.approx(expected["cost_usd"], rel=0.005)
-    assert shown(page, "tiers.student.model") == fake_student_model(gateway)
+    assert shown(page, "tiers.student.model") == config["student"]["model"]
+    assert shown(page, "router.threshold") == str(config["router"]["threshold"])
     assert page.locator('[data-state="student"]').inner_text() == "ready"
 
     answers = page.locator("#chart-answers").screenshot()
@@ -143,12 +144,9 @@ def test_the_page_shows_the_metrics_figures_draws_its_charts_and_lists_the_cycle
     report.wait_for_load_state()
     assert report.locator('[data-figure="decision"]').inner_text() == "promoted"
     keep("report.png", report.screenshot(full_page=True))
-    assert httpx.get(gateway.root + "/ui/runs/..%2Fx/report.html").status_code == 404
-    assert httpx.get(gateway.root + "/ui/runs/nope/report.html").json()["error"]["code"] == "not_found"
-
-
-def fake_student_model(gateway: Server) -> str:
-    return str(httpx.get(gateway.root + "/ui/data").json()["tiers"]["student"]["model"])
+    for run in ("%2E%2E", "nope"):  # the route's own guard: a run id is a plain name of a run with a report
+        missing = httpx.get(f"{gateway.root}/ui/runs/{run}/report.html")
+        assert missing.status_code == 404 and missing.json()["error"]["message"].startswith("no report for run")
 
 
 def test_with_keys_on_the_page_is_behind_the_admin_key(
@@ -172,6 +170,23 @@ def test_with_keys_on_the_page_is_behind_the_admin_key(
     assert shown(page, "windows.hour.requests") == "0"
 
 
+def test_an_admin_key_guards_the_figures_and_reports_even_with_auth_off(
+    start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "runs" / str(REPORT["run_id"])
+    run_dir.mkdir(parents=True)
+    write_report(run_dir, {**REPORT, "finished": "2026-12-04T01:02:00+00:00"}, LOSSES)
+    config = gateway_config(fake_student.url, fake_teacher.url)
+    config["server"] = {"admin_key": ADMIN_KEY}
+    config["distill"] = {"work_dir": str(tmp_path)}
+    gateway = start_gateway(config)
+    report = f"{gateway.root}/ui/runs/{REPORT['run_id']}/report.html"
+    assert httpx.get(gateway.root + "/ui/data").status_code == 401 and httpx.get(report).status_code == 401
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    assert httpx.get(report, headers=admin).text.startswith("<!doctype html>")
+    assert httpx.get(gateway.root + "/ui").status_code == 200  # the shell holds no figures
+
+
 def test_with_keys_on_and_no_admin_key_the_figures_are_off(
     start_gateway: GatewayFactory, fake_student: Server, fake_teacher: Server
 ) -> None:
@@ -182,4 +197,6 @@ def test_with_keys_on_and_no_admin_key_the_figures_are_off(
     assert off.status_code == 404 and "server.admin_key" in off.json()["error"]["message"]
     off_page = gateway_config(fake_student.url, fake_teacher.url)
     off_page["server"] = {"page": False}
-    assert httpx.get(start_gateway(off_page).root + "/ui").status_code == 404
+    off_gateway = start_gateway(off_page)
+    assert httpx.get(off_gateway.root + "/ui").status_code == 404
+    assert httpx.get(off_gateway.root + "/ui/static/page.js").status_code == 404
