@@ -21,7 +21,7 @@ from cascade.terms import Reason
 from gateway.exchange import TierCall
 from router.errors import RouterLoadError
 from router.policy import Judgement, RouteInput, Router, SignalRouter, accepts, decide
-from router.structured import Verdict, check_answer, decision_mask, json_format
+from router.structured import Verdict, check_answer, confidence_tokens, json_format
 
 if TYPE_CHECKING:  # scikit-learn, skops and torch load only when an artefact is configured
     from router.artefact import RouterSlot
@@ -103,12 +103,8 @@ class Routing:
         return judgement
 
     def _confidence_tokens(self, request: dict[str, Any], call: TierCall) -> TokenLogprobs:
-        tokens = call.tokens
         structured = call.tool_calls is not None or json_format(request) is not None
-        if self.structured_tokens == "all" or not structured or tokens.tokens is None:
-            return tokens
-        mask = decision_mask([str(token) for token in tokens.tokens])
-        return tokens.select(mask) if mask.any() else tokens
+        return confidence_tokens(call.tokens, structured, self.structured_tokens)
 
     async def reload(self, which: str, path: str) -> str:
         """Load, validate and warm the artefact at ``path``, then swap it in (atomic for requests)."""

@@ -32,6 +32,7 @@ import orjson
 from jsonschema import exceptions as schema_errors
 from jsonschema import validators
 
+from cascade.logprobs import TokenLogprobs
 from cascade.terms import Reason
 
 _TYPE_ALIASES = {"dict": "object", "float": "number", "tuple": "array", "list": "array", "int": "integer"}
@@ -143,6 +144,41 @@ def parse_arguments(raw: Any) -> tuple[dict[str, Any] | None, str]:
     if not isinstance(value, dict):
         return None, "its arguments are not a JSON object"
     return value, ""
+
+
+_HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+
+
+def message_from_text(text: str) -> dict[str, Any]:
+    """An assistant message from raw generated text, as vLLM's ``hermes`` tool parser reads it: each
+    ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` becomes an OpenAI tool call (arguments as a JSON
+    string), the rest is the content. A block that is not such JSON stays in the content, as the parser leaves
+    it."""
+    calls: list[dict[str, Any]] = []
+
+    def take(match: re.Match[str]) -> str:
+        try:
+            value = json.loads(match.group(1))
+        except ValueError:
+            return match.group(0)
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            return match.group(0)
+        arguments = value.get("arguments", value.get("parameters", {}))
+        calls.append(
+            {
+                "id": f"call_{len(calls)}",
+                "type": "function",
+                "function": {
+                    "name": value["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False),
+                },
+            }
+        )
+        return ""
+
+    content = _HERMES_CALL.sub(take, text).strip()
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
+    return message | ({"tool_calls": calls} if calls else {})
 
 
 def _written_as_text(content: str, tools: Mapping[str, Any]) -> bool:
@@ -279,3 +315,13 @@ def decision_mask(tokens: Sequence[str]) -> np.ndarray:
     for start, end in value_spans("".join(tokens)):
         mask |= (starts < end) & (ends > start)
     return mask
+
+
+def confidence_tokens(tokens: TokenLogprobs, structured: bool, mode: str) -> TokenLogprobs:
+    """The tokens a confidence is read from: for a structured answer (a tool call, JSON content) with ``mode``
+    ``decision`` (``router.structured_tokens``), the ones :func:`decision_mask` marks, when there are any and the
+    token strings are known; else all of them."""
+    if mode == "all" or not structured or tokens.tokens is None:
+        return tokens
+    mask = decision_mask([str(token) for token in tokens.tokens])
+    return tokens.select(mask) if mask.any() else tokens

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from cascade.terms import Reason
-from router.structured import check_answer, decision_mask, is_structured, normalise_schema, value_spans
+from router.structured import (
+    check_answer,
+    decision_mask,
+    is_structured,
+    message_from_text,
+    normalise_schema,
+    value_spans,
+)
 from tests.structured import PERSON
 
 WEATHER = {
@@ -188,3 +195,20 @@ def test_decision_mask_with_escaped_quotes_and_no_json() -> None:
     tokens = ['{"q": "say \\"', "hi", '\\""}']
     assert decision_mask(tokens).tolist() == [True, True, True]
     assert not decision_mask(["plain", " text"]).any()
+
+
+def test_calls_are_read_from_generated_text_as_the_hermes_parser_reads_them() -> None:
+    text = (
+        'Let me check.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+        '<tool_call>{"name": "get_weather", "arguments": "{\\"city\\": \\"Lyon\\"}"}</tool_call>'
+    )
+    message = message_from_text(text)
+    assert message["content"] == "Let me check."
+    assert [json.loads(call["function"]["arguments"]) for call in message["tool_calls"]] == [
+        {"city": "Paris"},
+        {"city": "Lyon"},
+    ]
+    assert {call["function"]["name"] for call in message["tool_calls"]} == {"get_weather"}
+    broken = message_from_text("<tool_call>\nnot json\n</tool_call>")
+    assert "tool_calls" not in broken and broken["content"] == "<tool_call>\nnot json\n</tool_call>"
+    assert message_from_text("Just text.") == {"role": "assistant", "content": "Just text."}
