@@ -33,14 +33,17 @@ def load_tokenizer(base_model: Path) -> Any:
 def train_candidate(settings: Settings, data: ds.DistillData, run_dir: Path, progress: bool, say: Say) -> TrainResult:
     d = settings.distill
     tokenizer = load_tokenizer(d.base_model)
-    encoded, too_long = ds.encode_all(tokenizer, data.train, d.max_seq_len)
-    data.counts.too_long = too_long
+    encoded, too_long, unrenderable = ds.encode_all(tokenizer, data.train, d.max_seq_len)
+    data.counts.too_long, data.counts.unrenderable = too_long, unrenderable
     if not encoded:
-        raise DistillError(f"every training example is longer than distill.max_seq_len ({d.max_seq_len} tokens)")
+        raise DistillError(
+            f"no training example is usable: {too_long} longer than distill.max_seq_len ({d.max_seq_len} tokens), "
+            f"{unrenderable} with tools the student's chat template cannot render"
+        )
     with_kd = sum(item.top_ids is not None for item in encoded)
     say(
-        f"training {d.steps} step(s) on {len(encoded)} example(s) "
-        f"({with_kd} with teacher logprobs, {too_long} too long)"
+        f"training {d.steps} step(s) on {len(encoded)} example(s) ({with_kd} with teacher logprobs, "
+        f"{too_long} too long, {unrenderable} with tools the chat template cannot render)"
     )
     current = Registry(d.registry_dir).current()
     init = current.path if current is not None and current.method == "lora" and d.method == "lora" else None
@@ -72,11 +75,9 @@ def _evaluate_student(
     tokenizer = load_tokenizer(d.base_model)
     model = load_student(d.base_model, path, method)
     agree = get_agreement(d.agreement)
-    top_logprobs = settings.router.top_logprobs
-    out = [
-        evaluate(model, tokenizer, items, agree, router, d.eval_max_new_tokens, d.eval_batch_size, top_logprobs)
-        for items in sets
-    ]
+    r = settings.router
+    sizes = (d.eval_max_new_tokens, d.eval_batch_size, r.top_logprobs, r.structured_tokens)
+    out = [evaluate(model, tokenizer, items, agree, router, *sizes) for items in sets]
     del model
     gc.collect()
     return out

@@ -14,6 +14,12 @@ From the log store's records of the window (:func:`logstore.iter_records`):
 Examples are deduplicated by their prompt (the latest teacher answer wins; a teacher answer beats a
 replayed one). A hash-ordered share of the new teacher examples is held out for the gate. Each example is
 rendered with the student's own chat template; the loss covers the answer tokens only.
+
+Tool calls: a request that offered ``tools`` keeps them with its example, and an agent conversation keeps its
+assistant ``tool_calls`` and ``role: tool`` turns. When the teacher answered with tool calls, the target is the
+assistant turn carrying those calls, rendered by the student's chat template with the tools (the format the
+student is asked in, e.g. Qwen2.5's Hermes ``<tool_call>`` JSON); the teacher's top-k logprobs are used when
+its logged tokens decode to exactly that rendering.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cascade.files import write_atomic
 from cascade.terms import Decision
 from logstore import LogRecord, TokenLogprobs, iter_records
+from router.structured import parse_arguments
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -44,7 +51,7 @@ class Example:
     """One prompt and the answer to teach, with the teacher's token ids and top-k logprobs when known."""
 
     key: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     answer: str
     source: Source
     request_id: str | None = None
@@ -52,6 +59,8 @@ class Example:
     teacher_ids: list[int] | None = None
     top_ids: list[list[int]] | None = None
     top_logprobs: list[list[float]] | None = None
+    tools: list[dict[str, Any]] | None = None  # the request's tools (OpenAI format)
+    tool_calls: list[dict[str, Any]] | None = None  # the answer's tool calls (OpenAI format), if it made any
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -75,6 +84,7 @@ class Counts:
     train: int = 0
     eval: int = 0
     too_long: int = 0
+    unrenderable: int = 0  # tools or tool calls the student's chat template cannot show
 
 
 @dataclass(slots=True)
@@ -85,22 +95,41 @@ class DistillData:
     counts: Counts = field(default_factory=Counts)
 
 
-def prompt_key(messages: Sequence[dict[str, str]]) -> str:
-    """A stable hash of the prompt (roles and whitespace-normalised contents)."""
-    canonical = [[m["role"], " ".join(m["content"].split())] for m in messages]
-    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False).encode()).hexdigest()
+def prompt_key(messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None) -> str:
+    """A stable hash of the prompt: roles and whitespace-normalised contents, plus the tool calls, tool results'
+    ids and the tools offered where there are any (a plain chat's key does not depend on them)."""
+    canonical: list[Any] = []
+    for m in messages:
+        entry: list[Any] = [m["role"], " ".join((m.get("content") or "").split())]
+        extra = {k: m[k] for k in _TOOL_FIELDS if m.get(k) is not None}
+        canonical.append([*entry, extra] if extra else entry)
+    if tools:
+        canonical.append(["tools", tools])
+    return hashlib.sha256(json.dumps(canonical, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
-def _prompt(record: LogRecord) -> list[dict[str, str]] | None:
+_TOOL_FIELDS = ("tool_calls", "tool_call_id", "name")
+
+
+def _prompt(record: LogRecord) -> list[dict[str, Any]] | None:
     if record.redacted or not record.messages:
         return None
     out = []
     for message in record.messages:
         role, content = message.get("role"), message.get("content")
-        if not isinstance(role, str) or not isinstance(content, str):
-            return None  # multi-part or tool content: not supported as a training prompt
-        out.append({"role": role, "content": content})
+        calls_only = content is None and bool(message.get("tool_calls"))
+        if not isinstance(role, str) or not (isinstance(content, str) or calls_only):
+            return None  # multi-part content: not supported as a training prompt
+        kept = {"role": role, "content": content or ""}
+        out.append(kept | {k: message[k] for k in _TOOL_FIELDS if message.get(k) is not None})
     return out
+
+
+def _tools(record: LogRecord) -> list[dict[str, Any]] | None:
+    tools = record.params.get("tools")
+    if not isinstance(tools, list):
+        return None
+    return [tool for tool in tools if isinstance(tool, dict)] or None
 
 
 def _parse_id(token: object) -> int | None:
@@ -147,28 +176,35 @@ def examples_from_records(records: Iterable[LogRecord]) -> tuple[list[Example], 
         if record.redacted:  # no text left to learn from
             counts.unusable += 1
             continue
-        messages = _prompt(record)
-        if record.teacher is not None and record.teacher.text:
+        messages, tools = _prompt(record), _tools(record)
+        if record.teacher is not None and (record.teacher.text or record.teacher.tool_calls):
             if messages is None or record.status != "ok":
                 counts.unusable += 1
                 continue
             example = Example(
-                prompt_key(messages), messages, record.teacher.text, "teacher", record.request_id,
-                record.teacher.finish_reason,
+                prompt_key(messages, tools), messages, record.teacher.text or "", "teacher", record.request_id,
+                record.teacher.finish_reason, tools=tools, tool_calls=record.teacher.tool_calls or None,
             )  # fmt: skip
             if record.teacher.logprobs is not None and (parsed := teacher_token_ids(record.teacher.logprobs)):
                 example.teacher_ids, example.top_ids, example.top_logprobs = parsed
             if example.key in teacher:
                 counts.duplicates += 1
             teacher[example.key] = example  # records come in time order: the latest answer wins
-        elif record.decision == Decision.ACCEPT and record.student is not None and record.student.text:
+        elif (
+            record.decision == Decision.ACCEPT
+            and record.student is not None
+            and (record.student.text or record.student.tool_calls)
+        ):
             if messages is None or record.status != "ok":
                 counts.unusable += 1
                 continue
-            key = prompt_key(messages)
+            key = prompt_key(messages, tools)
             if key in accepted:
                 counts.duplicates += 1
-            accepted[key] = Example(key, messages, record.student.text, "accepted", record.request_id)
+            accepted[key] = Example(
+                key, messages, record.student.text or "", "accepted", record.request_id, tools=tools,
+                tool_calls=record.student.tool_calls or None,
+            )  # fmt: skip
     for key in teacher.keys() & accepted.keys():
         counts.duplicates += 1
         del accepted[key]
@@ -250,32 +286,108 @@ class Encoded:
     top_logprobs: list[list[float]] | None = None
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def _for_template(message: dict[str, Any]) -> dict[str, Any]:
+    """Chat templates (Qwen2.5's, Llama 3's) write a call's arguments with ``tojson``: they want the object,
+    where OpenAI's messages carry it as a JSON string."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    rendered = []
+    for call in calls:
+        function = dict(call.get("function") or {})
+        parsed, _ = parse_arguments(function.get("arguments"))
+        if parsed is not None:  # else left as it was: the template writes what the model wrote
+            function["arguments"] = parsed
+        rendered.append({**call, "function": function})
+    return {**message, "tool_calls": rendered}
+
+
+def _render(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[dict[str, Any]],
+    generation_prompt: bool,
+    tools: list[dict[str, Any]] | None = None,
+) -> list[int]:
+    offered: list[Any] | None = tools  # transformers' own annotation is a list of dicts or callables
+    text = tokenizer.apply_chat_template(
+        [_for_template(m) for m in messages], tools=offered, tokenize=False, add_generation_prompt=generation_prompt
+    )
     assert isinstance(text, str)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
-    return _render(tokenizer, messages, True)
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> list[int]:
+    return _render(tokenizer, messages, True, tools)
 
 
-def tokenizers_match(tokenizer: PreTrainedTokenizerBase, example: Example) -> bool:
-    """The teacher's ids decode, with the student's tokenizer, to the teacher's text."""
+def _answer_message(example: Example) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": example.answer}
+    return message | ({"tool_calls": example.tool_calls} if example.tool_calls else {})
+
+
+def _rendered_answer(tokenizer: PreTrainedTokenizerBase, example: Example, prompt: list[int]) -> list[int] | None:
+    """The answer's tokens as the chat template renders the assistant turn after the prompt (None when the
+    template renders the history differently from the prompt)."""
+    full = _render(tokenizer, [*example.messages, _answer_message(example)], False, example.tools)
+    if full[: len(prompt)] == prompt and len(full) > len(prompt):
+        return full[len(prompt) :]
+    return None
+
+
+def tokenizers_match(tokenizer: PreTrainedTokenizerBase, example: Example, prompt: list[int] | None = None) -> bool:
+    """The teacher's ids decode, with the student's tokenizer, to the teacher's answer: its text, or for a tool
+    call the assistant turn the chat template renders (``prompt``: the example's prompt ids, to find it)."""
     if example.teacher_ids is None:
         return False
     vocab = len(tokenizer)
     if any(not 0 <= i < vocab for i in example.teacher_ids):
         return False
     decoded = str(tokenizer.decode(example.teacher_ids, skip_special_tokens=True))
-    return decoded.strip() == example.answer.strip()
+    if not example.tool_calls:
+        return decoded.strip() == example.answer.strip()
+    prompt = prompt_ids(tokenizer, example.messages, example.tools) if prompt is None else prompt
+    rendered = _rendered_answer(tokenizer, example, prompt)
+    if rendered is None:
+        return False
+    return decoded.strip() == str(tokenizer.decode(rendered, skip_special_tokens=True)).strip()
+
+
+class Unrenderable(ValueError):
+    """The student's chat template cannot show this example's tools or tool calls."""
+
+
+def _names(example: Example) -> tuple[list[str], list[str]]:
+    def name(item: dict[str, Any]) -> str:
+        function = item.get("function")
+        return str(function.get("name")) if isinstance(function, dict) else ""
+
+    return [name(tool) for tool in example.tools or []], [name(call) for call in example.tool_calls or []]
+
+
+def _check_tools_shown(tokenizer: PreTrainedTokenizerBase, example: Example, prompt: list[int]) -> None:
+    """A template without tool support renders the tools and calls as nothing: training on that would teach
+    the student to answer a tool request with an empty turn."""
+    tools, calls = _names(example)
+    if not tools and not calls:
+        return
+    prompt_text = str(tokenizer.decode(prompt))
+    if any(name not in prompt_text for name in tools):
+        raise Unrenderable("the chat template does not render the request's tools")
+    rendered = _rendered_answer(tokenizer, example, prompt)
+    answer_text = str(tokenizer.decode(rendered)) if rendered is not None else ""
+    if any(name not in answer_text for name in calls):
+        raise Unrenderable("the chat template does not render the answer's tool calls")
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, example: Example) -> Encoded:
-    """Render one example: the prompt with the generation prompt, then the answer tokens and the end token."""
-    prompt = prompt_ids(tokenizer, example.messages)
+    """Render one example: the prompt with the generation prompt, then the answer tokens and the end token.
+    Raises :class:`Unrenderable` for tools or tool calls the template cannot show."""
+    prompt = prompt_ids(tokenizer, example.messages, example.tools)
+    _check_tools_shown(tokenizer, example, prompt)
     eos = tokenizer.eos_token_id
-    if tokenizers_match(tokenizer, example):
+    if tokenizers_match(tokenizer, example, prompt):
         assert example.teacher_ids is not None and example.top_ids is not None and example.top_logprobs is not None
         answer = list(example.teacher_ids)
         top_ids: list[list[int]] = [[] for _ in prompt] + [list(row) for row in example.top_ids]
@@ -285,9 +397,9 @@ def encode(tokenizer: PreTrainedTokenizerBase, example: Example) -> Encoded:
             top_ids.append([])
             top_lps.append([])
         return Encoded(prompt + answer, [IGNORE] * len(prompt) + answer, top_ids, top_lps)
-    full = _render(tokenizer, [*example.messages, {"role": "assistant", "content": example.answer}], False)
-    if full[: len(prompt)] == prompt and len(full) > len(prompt):
-        answer = full[len(prompt) :]
+    rendered = _rendered_answer(tokenizer, example, prompt)
+    if rendered is not None:
+        answer = rendered
     else:  # a template that renders history differently: the answer's own tokens and the end token
         answer = list(tokenizer(example.answer, add_special_tokens=False)["input_ids"])
         if eos is not None:
@@ -297,16 +409,21 @@ def encode(tokenizer: PreTrainedTokenizerBase, example: Example) -> Encoded:
 
 def encode_all(
     tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_len: int
-) -> tuple[list[Encoded], int]:
-    """Encode the examples; those longer than ``max_len`` tokens are skipped (returned count)."""
-    out, skipped = [], 0
+) -> tuple[list[Encoded], int, int]:
+    """Encode the examples; those longer than ``max_len`` tokens, and those whose tools the template cannot
+    show, are skipped: (encoded, too long, unrenderable)."""
+    out, too_long, unrenderable = [], 0, 0
     for example in examples:
-        encoded = encode(tokenizer, example)
+        try:
+            encoded = encode(tokenizer, example)
+        except Unrenderable:
+            unrenderable += 1
+            continue
         if len(encoded.input_ids) > max_len:
-            skipped += 1
+            too_long += 1
             continue
         out.append(encoded)
-    return out, skipped
+    return out, too_long, unrenderable
 
 
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
@@ -338,25 +455,40 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class EvalItem:
-    messages: list[dict[str, str]]
+    """A gate question: the prompt (and the tools it offers) and the reference answer (text, tool calls)."""
+
+    messages: list[dict[str, Any]]
     reference: str
+    tools: list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return {"messages": self.messages} | ({"tools": self.tools} if self.tools else {})
+
+    @property
+    def reference_message(self) -> dict[str, Any]:
+        return {"role": "assistant", "content": self.reference, "tool_calls": self.tool_calls}
 
 
 def eval_items(examples: Iterable[Example]) -> list[EvalItem]:
-    return [EvalItem(example.messages, example.answer) for example in examples]
+    return [EvalItem(example.messages, example.answer, example.tools, example.tool_calls) for example in examples]
 
 
 def read_regression_set(path: Path) -> list[EvalItem]:
-    """A fixed JSONL set: one ``{"messages": [...], "reference": "..."}`` per line."""
+    """A fixed JSONL set: one ``{"messages": [...], "reference": "..."}`` per line, optionally with the
+    ``tools`` offered and the reference's ``tool_calls`` (OpenAI format; ``reference`` may then be empty)."""
     items = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            items.append(
-                EvalItem([{"role": m["role"], "content": m["content"]} for m in row["messages"]], row["reference"])
-            )
+            messages = [
+                {"role": m["role"], "content": m["content"] or ""} | {k: m[k] for k in _TOOL_FIELDS if m.get(k)}
+                for m in row["messages"]
+            ]
+            items.append(EvalItem(messages, row["reference"], row.get("tools"), row.get("tool_calls")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}:{number}: expected {{messages, reference}}: {exc}") from None
     return items

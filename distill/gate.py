@@ -25,7 +25,9 @@ import torch
 from cascade.config import Settings
 from cascade.logprobs import TokenLogprobs
 from distill.dataset import EvalItem, prompt_ids
+from router.agreement import answers_agree
 from router.policy import RouteInput, Router, SignalRouter, accepts
+from router.structured import check_answer, confidence_tokens, message_from_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -39,6 +41,7 @@ class GradedAnswer:
     tokens: TokenLogprobs
     confidence: float
     agrees: bool
+    escalated: bool  # the serving router would not accept it: not confident, or an invalid tool call
 
 
 @dataclass(slots=True)
@@ -73,18 +76,24 @@ def load_student(base_model: Path, version_path: Path | None, method: str) -> An
 def generate(
     model: Any,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[list[dict[str, str]]],
+    prompts: Sequence[list[dict[str, Any]]],
     max_new_tokens: int,
     batch_size: int,
     top_logprobs: int = 0,
+    tools: Sequence[list[dict[str, Any]] | None] | None = None,
 ) -> list[tuple[str, TokenLogprobs]]:
     """Greedy answers with the logprob of each generated token (the end token included, as vLLM reports it)
-    and the ``top_logprobs`` most likely alternatives at each position, as the router sees them from vLLM."""
+    and the ``top_logprobs`` most likely alternatives at each position, as the router sees them from vLLM.
+    ``tools[i]``: the tools prompt ``i`` offers, rendered by the chat template as the student is asked."""
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    offered = list(tools) if tools is not None else [None] * len(prompts)
     out: list[tuple[str, TokenLogprobs]] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [prompt_ids(tokenizer, list(messages)) for messages in prompts[start : start + batch_size]]
+        encoded = [
+            prompt_ids(tokenizer, list(messages), offered[start + i])
+            for i, messages in enumerate(prompts[start : start + batch_size])
+        ]
         longest = max(len(ids) for ids in encoded)
         input_ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
         mask = torch.zeros_like(input_ids)
@@ -108,8 +117,13 @@ def generate(
         for row in range(new_tokens.shape[0]):
             tokens = new_tokens[row].tolist()
             length = tokens.index(eos) + 1 if eos in tokens else len(tokens)
-            text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True))
-            out.append((text, TokenLogprobs(chosen[row, :length].numpy(), top[row, :length].numpy())))
+            if offered[start + row]:  # markup such as <tool_call> may be a special token: keep it, as vLLM does
+                text = str(tokenizer.decode(tokens[:length])).removesuffix(str(tokenizer.eos_token or ""))
+            else:
+                text = str(tokenizer.decode(tokens[:length], skip_special_tokens=True))
+            strings: list[str | int] = [str(tokenizer.decode([token])) for token in tokens[:length]]
+            answer = TokenLogprobs(chosen[row, :length].numpy(), top[row, :length].numpy(), tokens=strings)
+            out.append((text, answer))
     return out
 
 
@@ -125,8 +139,21 @@ def serving_router(settings: Settings, serving_threshold: float | None) -> Route
     return SignalRouter(settings.router.signal, threshold)
 
 
-def _prompt(messages: Sequence[dict[str, str]]) -> str:
+def _prompt(messages: Sequence[dict[str, Any]]) -> str:
     return next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def _message(item: EvalItem, text: str) -> dict[str, Any]:
+    """The assistant message a raw answer is: its tool calls read as vLLM's ``hermes`` parser reads them when
+    the item offers tools."""
+    return message_from_text(text) if item.tools else {"role": "assistant", "content": text}
+
+
+def grade(item: EvalItem, text: str, agree: Callable[[str, str], bool]) -> bool:
+    """Does a student's raw answer agree with the item's reference? Where either side calls a tool, by
+    tool-call agreement (same functions, equal arguments after normalisation, in any order); else by
+    ``agree`` on the text."""
+    return answers_agree(item.request, _message(item, text), item.reference_message, agree)
 
 
 def evaluate(
@@ -138,21 +165,29 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int,
     top_logprobs: int = 0,
+    structured_tokens: str = "decision",
 ) -> EvalMetrics:
-    """Answer every item greedily; agreement with its reference; the share ``router`` would escalate."""
+    """Answer every item greedily; agreement with its reference; the share ``router`` would escalate, as the
+    gateway judges it: an invalid tool call is escalated, a tool call's confidence is read from the tokens
+    ``structured_tokens`` names (``router.structured_tokens``)."""
     if not items:
         return EvalMetrics(0, None, None, None)
     prompts = [item.messages for item in items]
-    generated = generate(model, tokenizer, prompts, max_new_tokens, batch_size, top_logprobs)
+    generated = generate(model, tokenizer, prompts, max_new_tokens, batch_size, top_logprobs, [i.tools for i in items])
     answers = []
     for item, (text, tokens) in zip(items, generated, strict=True):
-        confidence = router.score(RouteInput(prompt=_prompt(item.messages), answer=tokens))
-        answers.append(GradedAnswer(text, tokens, confidence, agree(text, item.reference)))
+        message = _message(item, text)
+        scored = confidence_tokens(tokens, bool(message.get("tool_calls")), structured_tokens)
+        confidence = router.score(RouteInput(prompt=_prompt(item.messages), answer=scored))
+        valid = check_answer(item.request, message, None).valid if item.tools else True
+        escalated = not valid or not accepts(confidence, router.threshold)
+        agrees = answers_agree(item.request, message, item.reference_message, agree)
+        answers.append(GradedAnswer(text, tokens, confidence, agrees, escalated))
     confidences = np.array([answer.confidence for answer in answers])
     return EvalMetrics(
         n=len(answers),
         agreement=float(np.mean([answer.agrees for answer in answers])),
-        escalation_rate=float(np.mean([not accepts(c, router.threshold) for c in confidences])),
+        escalation_rate=float(np.mean([answer.escalated for answer in answers])),
         mean_confidence=float(confidences.mean()),
         answers=answers,
     )

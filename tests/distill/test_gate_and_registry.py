@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
+from cascade.logprobs import TokenLogprobs
+from distill import gate
 from distill.dataset import EvalItem
 from distill.gate import EvalMetrics, evaluate, load_student, serving_router, should_promote
 from distill.promote import Registry, Target, promote, rollback
@@ -15,6 +18,8 @@ from router.artefact import save_router
 from router.policy import SignalRouter
 from router.signals import features
 from tests.distill.helpers import distill_settings
+from tests.distill.test_dataset import CALL
+from tests.structured import WEATHER
 
 
 def metrics(agreement: float, escalation: float, n: int = 50) -> EvalMetrics:
@@ -57,6 +62,27 @@ def test_versions_chain_back_to_the_base_model(tmp_path: Path) -> None:
     rolled, now = rollback(registry, target)
     assert rolled.name == "v0004" and now is not None and now.name == "v0003"
     assert registry.current().name == "v0003"  # type: ignore[union-attr]
+
+
+def test_the_gate_judges_a_tool_call_as_the_gateway_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invalid call is escalated whatever its confidence; a call's confidence is read from its decision
+    tokens (the function name and argument values) unless ``structured_tokens`` is ``all``."""
+    pieces = ['<tool_call>', '\n{"', 'name', '": "', 'get_weather', '", "', 'arguments', '": {"', 'city', '": "',
+              'Paris', '"}}\n', '</tool_call>']  # fmt: skip
+    unsure = {"name", "arguments", "city"}  # the keys: boilerplate a decision-token confidence leaves out
+    logprobs = np.array([-2.0 if piece in unsure or not piece.strip('"{}\n: ,') else -0.01 for piece in pieces])
+    answer = TokenLogprobs(logprobs, logprobs[:, None], tokens=list(pieces))
+    wrong_tool = "".join(pieces).replace("get_weather", "get_time")
+    outputs = [("".join(pieces), answer), (wrong_tool, answer)]
+    monkeypatch.setattr(gate, "generate", lambda _model, _tokenizer, prompts, *_: outputs[: len(prompts)])
+    item = EvalItem([{"role": "user", "content": "Weather in Paris?"}], "", [WEATHER], [CALL])
+    router = SignalRouter("mean_prob", 0.9)
+    decided = evaluate(None, None, [item, item], exact_match, router, 32, 2, 1, "decision")
+    right, invalid = decided.answers
+    assert right.agrees and not right.escalated and right.confidence > 0.9
+    assert not invalid.agrees and invalid.escalated and invalid.confidence == right.confidence
+    everything = evaluate(None, None, [item], exact_match, router, 32, 2, 1, "all").answers[0]
+    assert everything.confidence < 0.9 and everything.escalated  # the keys' doubt counts when every token does
 
 
 def test_the_gate_scores_answers_with_the_serving_router(

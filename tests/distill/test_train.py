@@ -17,8 +17,8 @@ from tests.distill.helpers import make_records
 @pytest.fixture(scope="module")
 def encoded(tiny_tokenizer: Any) -> list[ds.Encoded]:
     teacher, accepted, _ = ds.examples_from_records(make_records(tiny_tokenizer, 16, 4))
-    items, skipped = ds.encode_all(tiny_tokenizer, teacher + accepted, 256)
-    assert skipped == 0
+    items, too_long, unrenderable = ds.encode_all(tiny_tokenizer, teacher + accepted, 256)
+    assert too_long == unrenderable == 0
     return items
 
 
