@@ -57,6 +57,7 @@ def _answer(body: dict[str, Any], latency_s: float) -> dict[str, Any]:
         "text": choice["message"].get("content") or "",
         "tool_calls": choice["message"].get("tool_calls"),
         "logprobs": [float(item["logprob"]) for item in content],
+        "tokens": [str(item.get("token", "")) for item in content],  # for decision-token confidence
         "top_logprobs": [[float(alt["logprob"]) for alt in item.get("top_logprobs") or ()] for item in content],
         "prompt_tokens": usage.get("prompt_tokens"),
         "completion_tokens": usage.get("completion_tokens"),

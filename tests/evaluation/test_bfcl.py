@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 
 from evaluation.bfcl import bfcl_match, calls_text, openai_schema
@@ -101,8 +102,29 @@ def test_a_recorded_answer_keeps_its_tool_calls_and_the_task_judges_them() -> No
         "choices": [{"message": {"content": None, "tool_calls": [call("calculate_triangle_area", base=10, height=5)]}}],
     }
     recorded = _answer(body, 0.1)
+    assert recorded["tokens"] == [] and recorded["logprobs"] == []
+    logprobs = {"content": [{"token": '"Paris', "logprob": -0.1, "top_logprobs": []}]}
+    with_tokens = _answer({"model": "m", "choices": [{"message": {"content": "x"}, "logprobs": logprobs}]}, 0.1)
+    assert with_tokens["tokens"] == ['"Paris'] and with_tokens["logprobs"] == [-0.1]  # for decision tokens
     task = load_task("bfcl", DATA, limit=1)
     assert task.agreement(task.judged(recorded), TRIANGLE)
     assert not task.agreement(task.judged({**recorded, "tool_calls": None}), TRIANGLE)
     banking = load_task("banking77", DATA, limit=1)
     assert banking.judged({"text": "card_arrival"}) == "card_arrival"
+
+
+def test_the_cascade_replay_escalates_invalid_calls_whatever_their_confidence() -> None:
+    from bench.bfcl_cascade import curve, summarise
+
+    confidence = np.array([0.9, 0.8, 0.3, 0.95])
+    invalid = np.array([False, False, False, True])  # the confident last answer calls a tool not offered
+    student_ok = np.array([True, False, False, False])
+    teacher_ok = np.array([True, True, True, True])
+    points = curve(confidence, invalid, student_ok, teacher_ok)
+    assert points[0] == {"threshold": -np.inf, "teacher_share": 0.25, "quality": 0.5}  # validity alone
+    at = {p["threshold"]: p for p in points}
+    assert at[0.9] == {"threshold": 0.9, "teacher_share": 0.75, "quality": 1.0}
+    assert summarise(points, 1.0)["teacher_share_for_95pct_of_teacher"] == 0.75
+    assert summarise(points, 1.0, budget=0.5)["quality_at_30pct_teacher"] == 0.75
+    unforced = curve(confidence, np.zeros(4, dtype=bool), student_ok, teacher_ok)
+    assert unforced[0]["teacher_share"] == 0.0 and unforced[0]["quality"] == 0.25
