@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from gateway.errors import UpstreamError
+from gateway.periodic import repeat
 from gateway.upstream import Upstream
 
 log = logging.getLogger("cascade.gateway")
@@ -140,16 +141,7 @@ class Health:
 
     async def watch(self, every_s: float) -> None:
         """Check both tiers every ``every_s``; a check that breaks is logged (once per kind) and tried again."""
-        seen: set[str] = set()
-        while True:
-            try:
-                await self.check()
-            except Exception as exc:
-                kind = f"{type(exc).__name__}: {exc}"[:200]
-                if kind not in seen:
-                    seen.add(kind)
-                    log.exception("the health check of the tiers failed (retried every %s s)", every_s)
-            await asyncio.sleep(every_s)
+        await repeat(every_s, self.check, "the health check of the tiers")
 
 
 async def _state(upstream: Upstream, model: str) -> TierState:

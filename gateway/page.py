@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from gateway.cascade import Cascade
 from gateway.dashboard import History, read_totals
 from gateway.errors import NotFound
 from gateway.metrics import Metrics
+from gateway.periodic import repeat
 
-log = logging.getLogger("cascade.gateway")
 STATIC = Path(__file__).parent / "static"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 RECENT_CYCLES = 10
@@ -152,14 +151,9 @@ async def run_report(run_id: str, request: Request) -> FileResponse:
 
 
 async def sample(metrics: Metrics, history: History) -> None:
-    """One snapshot every ``history.every_s``; a reading that fails is logged (once per kind) and tried again."""
-    seen: set[str] = set()
-    while True:
-        await asyncio.sleep(history.every_s)
-        try:
-            history.add(read_totals(metrics.exposed().collect()))
-        except Exception as exc:
-            kind = f"{type(exc).__name__}: {exc}"[:200]
-            if kind not in seen:
-                seen.add(kind)
-                log.exception("the page's metrics snapshot failed (tried again every %s s)", history.every_s)
+    """A snapshot of the totals every ``history.every_s`` (a reading that fails is logged and tried again)."""
+
+    async def snapshot() -> None:
+        history.add(read_totals(metrics.exposed().collect()))
+
+    await repeat(history.every_s, snapshot, "the page's metrics snapshot")
