@@ -178,8 +178,8 @@ def examples_from_records(records: Iterable[LogRecord]) -> tuple[list[Example], 
             continue
         messages, tools = _prompt(record), _tools(record)
         if record.teacher is not None and (record.teacher.text or record.teacher.tool_calls):
-            if messages is None or record.status != "ok":
-                counts.unusable += 1
+            if messages is None or record.status != "ok" or record.teacher.invalid is not None:
+                counts.unusable += 1  # an invalid tool call or JSON answer is not one to teach
                 continue
             example = Example(
                 prompt_key(messages, tools), messages, record.teacher.text or "", "teacher", record.request_id,

@@ -134,6 +134,8 @@ def test_a_tool_call_escalation_is_taught_as_the_template_renders_the_call(qwen_
     teacher, _, counts = ds.examples_from_records([tool_record("t1", ask, TierAnswer("teacher", tool_calls=[CALL]))])
     [example] = teacher
     assert counts.unusable == 0 and example.tools == [WEATHER] and example.tool_calls == [CALL]
+    invalid = TierAnswer("teacher", tool_calls=[CALL], invalid="its arguments do not match the schema")
+    assert ds.examples_from_records([tool_record("t0", ask, invalid)])[2].unusable == 1  # never taught
     assert example.key != ds.prompt_key(ask)  # the tools offered are part of the prompt
     encoded = ds.encode(qwen_tokenizer, example)
     prompt = [i for i, label in zip(encoded.input_ids, encoded.labels, strict=True) if label == ds.IGNORE]
