@@ -1,6 +1,6 @@
 """The cascade on tool calls, judged as the gateway judges them, from a BFCL live recording.
 
-    python -m bench.bfcl_cascade [--recording var/live/bfcl.jsonl] [--limit 120]
+    python -m bench.bfcl_cascade [--tool-choice auto|required] [--limit 120] [--recording FILE]
 
 ``cascade router eval --live --dataset bfcl`` records both tiers' greedy answers (tool calls, token logprobs
 and token strings) and analyses every router over the whole answer's tokens. The gateway does two things
@@ -11,7 +11,7 @@ call written as text), and it reads the confidence from the tokens that carry th
 recording through exactly those rules, for each signal, over every threshold, and reports each tier's accuracy
 (BFCL's AST rules), how many student answers the validity check alone escalates, and the teacher share each
 signal needs for 95% of the teacher's accuracy, with the quality it reaches at 30% teacher calls.
--> ``bench/results/bfcl_cascade.json``.
+-> ``bench/results/<task>_cascade.json`` (``bfcl`` or ``bfcl_required``).
 """
 
 from __future__ import annotations
@@ -68,12 +68,15 @@ def summarise(points: list[dict], target: float, budget: float = 0.30) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recording", type=Path, default=ROOT / "var" / "live" / "bfcl.jsonl")
+    parser.add_argument("--tool-choice", default="auto", choices=["auto", "required"])
+    parser.add_argument("--recording", type=Path, help="default: var/live/<task>.jsonl, as the live eval writes it")
     parser.add_argument("--limit", type=int, default=None, help="the --limit the recording was made with")
     parser.add_argument("--data-dir", type=Path, default=ROOT / ".." / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "bfcl_cascade.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results/<task>_cascade.json")
     args = parser.parse_args()
-    task = load_task("bfcl", args.data_dir.resolve(), args.limit, 0)
+    task = load_task("bfcl", args.data_dir.resolve(), args.limit, 0, tool_choice=args.tool_choice)
+    args.recording = args.recording or ROOT / "var" / "live" / f"{task.name}.jsonl"
+    args.out = args.out or ROOT / "bench" / "results" / f"{task.name}_cascade.json"
     items = {item.id: item for item in task.items}
     rows = [row for row in read_recording(args.recording) if row["id"] in items]
     if not rows:
@@ -88,7 +91,7 @@ def main() -> None:
         teacher_ok.append(task.agreement(task.judged(teacher), item.gold))
         categories.append(row["id"].split("_")[0] if "_" in row["id"] else row["id"])
         message = {"role": "assistant", "content": student["text"] or None, "tool_calls": student.get("tool_calls")}
-        request = {"tools": item.tools, "tool_choice": "auto"}
+        request = {"tools": item.tools, "tool_choice": item.tool_choice}
         verdict = check_answer(request, message, student.get("finish_reason"))
         invalid.append(not verdict.valid)
         if not verdict.valid:

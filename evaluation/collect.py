@@ -79,7 +79,7 @@ async def ask(
         "top_logprobs": top_logprobs,
     }
     if item.tools:
-        body["tools"], body["tool_choice"] = item.tools, "auto"
+        body["tools"], body["tool_choice"] = item.tools, item.tool_choice
     headers = {"authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
     started = time.perf_counter()
     try:

@@ -58,7 +58,8 @@ class Item:
     id: str
     messages: list[dict[str, str]]
     gold: str
-    tools: list[dict[str, Any]] | None = None  # offered with tool_choice auto
+    tools: list[dict[str, Any]] | None = None  # offered with ``tool_choice``
+    tool_choice: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +97,16 @@ def _require(path: Path) -> Path:
     return path
 
 
-def load_task(name: str, data_dir: Path, limit: int | None = None, seed: int = 0, intents: int = 10) -> Task:
-    """The task ``name`` over a seeded sample of at most ``limit`` test items."""
+def load_task(
+    name: str, data_dir: Path, limit: int | None = None, seed: int = 0, intents: int = 10, tool_choice: str = "auto"
+) -> Task:
+    """The task ``name`` over a seeded sample of at most ``limit`` test items. ``tool_choice`` (bfcl): ``auto``
+    asks every category; ``required`` (the model must call a tool, which vLLM enforces by guided decoding) asks
+    only the categories whose answer is a call, not ``irrelevance``."""
     if limit is not None and limit < 1:
         raise TaskError(f"limit must be at least 1, got {limit}")
+    if tool_choice not in ("auto", "required") or (tool_choice != "auto" and name != "bfcl"):
+        raise TaskError(f"tool_choice {tool_choice!r}: expected auto, or required with the bfcl task")
     rng = random.Random(seed)
     if name == "banking77":
         if not 2 <= intents <= len(BANKING77_INTENTS):
@@ -128,10 +135,12 @@ def load_task(name: str, data_dir: Path, limit: int | None = None, seed: int = 0
         ]
         return Task(name, items, 320, "final_number", {"seed": seed})
     if name == "bfcl":
+        categories = [c for c in BFCL_CATEGORIES if tool_choice == "auto" or c != "irrelevance"]
         try:
-            questions = sample(data_dir, BFCL_CATEGORIES, limit, rng)
+            questions = sample(data_dir, categories, limit, rng)
         except FileNotFoundError as exc:
             raise TaskError(str(exc)) from None
-        items = [Item(id_, messages, gold, tools) for id_, messages, tools, gold in questions]
-        return Task(name, items, 256, "bfcl", {"seed": seed, "categories": list(BFCL_CATEGORIES)})
+        items = [Item(id_, messages, gold, tools, tool_choice) for id_, messages, tools, gold in questions]
+        options = {"seed": seed, "categories": categories, "tool_choice": tool_choice}
+        return Task(name if tool_choice == "auto" else f"{name}_{tool_choice}", items, 256, "bfcl", options)
     raise TaskError(f"unknown task {name!r}; expected one of {list(TASK_NAMES)}")

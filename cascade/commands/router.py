@@ -148,6 +148,9 @@ def router_eval(
     config: ConfigOption = None,
     limit: Annotated[int | None, typer.Option(help="--live: at most this many items (a seeded sample)")] = None,
     intents: Annotated[int, typer.Option(help="--live banking77: how many intents to classify among")] = 10,
+    tool_choice: Annotated[
+        str, typer.Option(help="--live bfcl: auto (every category), or required (the categories answered by a call)")
+    ] = "auto",
     recording: Annotated[
         Path | None, typer.Option(help="--live: the answers recording (resumed; default var/live/<task>.jsonl)")
     ] = None,
@@ -178,6 +181,7 @@ def router_eval(
             out_dir,
             limit=limit,
             intents=intents,
+            tool_choice=tool_choice,
             seed=seed,
             recording=recording,
             collect_answers=collect_answers,
@@ -214,6 +218,7 @@ def _eval_live(
     limit: int | None,
     intents: int,
     seed: int,
+    tool_choice: str = "auto",
     recording: Path | None,
     collect_answers: bool,
     concurrency: int,
@@ -228,7 +233,7 @@ def _eval_live(
         typer.echo(f"cascade: {line}", err=True)
 
     try:
-        task = load_task(task_name, data_dir, limit, seed, intents)
+        task = load_task(task_name, data_dir, limit, seed, intents, tool_choice)
         settings = settings_or_exit(config)
         result = run_live(
             task,

@@ -49,6 +49,17 @@ def test_the_task_offers_openai_tools_and_spreads_its_sample_over_the_categories
     assert load_task("bfcl", DATA, limit=8, seed=0).items == task.items  # seeded: the same sample again
 
 
+def test_tool_choice_required_asks_only_the_categories_answered_by_a_call() -> None:
+    task = load_task("bfcl", DATA, limit=6, seed=0, tool_choice="required")
+    assert task.name == "bfcl_required" and task.options["tool_choice"] == "required"  # its own recording
+    assert len(task.items) == 6 and all(item.tool_choice == "required" for item in task.items)
+    assert not any(item.id.startswith("irrelevance") for item in task.items)
+    with pytest.raises(TaskError, match="tool_choice"):
+        load_task("bfcl", DATA, tool_choice="none")
+    with pytest.raises(TaskError, match="tool_choice"):
+        load_task("banking77", DATA, tool_choice="required")
+
+
 def test_a_missing_data_folder_is_a_task_error(tmp_path: Path) -> None:
     with pytest.raises(TaskError, match="--data-dir"):
         load_task("bfcl", tmp_path)

@@ -6,6 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from evaluation.collect import CollectError, Endpoint, collect, read_recording, tier_answers
@@ -92,3 +93,14 @@ def test_recorded_teacher_answers_stand_in_for_asking_the_teacher_again(
     assert asyncio.run(collect(task("", ""), student, dead_teacher, second, teacher_answers=answers)) == 2
     rows = {row["id"]: row for row in read_recording(second)}
     assert rows["q0"]["teacher"] == answers["q0"] and rows["q0"]["student"]["text"] == "Answer from student."
+
+
+def test_the_items_tools_go_out_with_its_tool_choice(
+    fake_student: Server, fake_teacher: Server, tmp_path: Path
+) -> None:
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    item = Item("t0", [{"role": "user", "content": "weather?"}], "[]", [tool], "required")
+    before = len(httpx.get(fake_student.root + "/_stats").json()["received"])
+    asyncio.run(collect(Task("tools", [item], 8, "bfcl", {}), *tiers(fake_student, fake_teacher), tmp_path / "r"))
+    sent = httpx.get(fake_student.root + "/_stats").json()["received"][before:]
+    assert [(body["tools"], body["tool_choice"]) for body in sent] == [([tool], "required")]
