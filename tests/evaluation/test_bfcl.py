@@ -139,3 +139,13 @@ def test_the_cascade_replay_escalates_invalid_calls_whatever_their_confidence() 
     assert summarise(points, 1.0, budget=0.5)["quality_at_30pct_teacher"] == 0.75
     unforced = curve(confidence, np.zeros(4, dtype=bool), student_ok, teacher_ok)
     assert unforced[0]["teacher_share"] == 0.0 and unforced[0]["quality"] == 0.25
+
+
+def test_the_cross_fitted_threshold_is_judged_on_the_half_it_was_not_fitted_on() -> None:
+    from bench.bfcl_cascade import cross_fitted
+
+    confidence = np.array([0.9, 0.2, 0.9, 0.2])
+    student_ok = np.array([True, False, True, False])
+    teacher_ok = np.ones(4, dtype=bool)
+    held = cross_fitted(confidence, np.zeros(4, dtype=bool), student_ok, teacher_ok, np.array([0, 0, 1, 1]))
+    assert held == {"teacher_share": 0.5, "quality": 1.0}  # each half's cut (0.9) escalates the other's 0.2
