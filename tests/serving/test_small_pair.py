@@ -31,6 +31,9 @@ from tests.structured import WEATHER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 QWEN_STUDENT = "qwen-student"
+# A tier's first answer under a tool schema waits for vLLM to compile the schema's grammar; on a loaded 2-core
+# CPU that took over the default 120 s read timeout once. These tests check what comes back, not how fast.
+SLOW_FIRST_CALLS = {"CASCADE_STUDENT__READ_TIMEOUT_S": "600", "CASCADE_TEACHER__READ_TIMEOUT_S": "600"}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,7 @@ def _url(gateway: ManagedProcess) -> str:
 @pytest.fixture(scope="module")
 def small_gateway(small_servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The cascade over the small pair as it is: SmolLM2 student, Qwen teacher."""
-    gateway = start_gateway(small_servers, tmp_path_factory.mktemp("small-gateway"))
+    gateway = start_gateway(small_servers, tmp_path_factory.mktemp("small-gateway"), **SLOW_FIRST_CALLS)
     yield _url(gateway)
     gateway.stop()
 
@@ -130,7 +133,7 @@ def qwen_gateway(small_servers: Servers, tmp_path_factory: pytest.TempPathFactor
     """The cascade with the Qwen model as its student too; yields its URL and its log store's URL."""
     folder = tmp_path_factory.mktemp("qwen-gateway")
     servers = Servers(replace(small_servers.teacher, served_name=QWEN_STUDENT), small_servers.teacher)
-    gateway = start_gateway(servers, folder)
+    gateway = start_gateway(servers, folder, **SLOW_FIRST_CALLS)
     yield _url(gateway), f"sqlite+aiosqlite:///{folder}/cascade.db"
     gateway.stop()
 
