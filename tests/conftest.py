@@ -20,6 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDENT_MODEL, TEACHER_MODEL = "student-model", "teacher-model"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``alone`` run first, in their order. Session fixtures keep their model servers up to the end
+    (the tiny pair, the LoRA student): a module that starts a larger pair of its own beside them took the
+    machine to its last GiB of memory (23 of 24 GiB), and CI's teacher was killed. Run first, it has the
+    machine to itself; its module fixtures stop its servers before anything else starts."""
+    items[:] = [item for item in items if item.get_closest_marker("alone")] + [
+        item for item in items if not item.get_closest_marker("alone")
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

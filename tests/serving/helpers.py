@@ -87,6 +87,13 @@ def start_pair(
 GatewayFactory = Callable[..., str]
 
 
+def assert_running(processes: list[ManagedProcess]) -> None:
+    """Raise the child's :class:`ProcessFailed` (exit status, last lines of its log) for any that has exited."""
+    for process in processes:
+        if (status := process.poll()) is not None:
+            raise process.failure(f"exited with status {status}")
+
+
 def start_gateway(servers: Servers, work_dir: Path, **env: str) -> ManagedProcess:
     """``cascade serve`` against the servers; ``env`` adds CASCADE_* settings (e.g. the router threshold)."""
     port = free_port()

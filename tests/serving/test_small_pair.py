@@ -26,22 +26,36 @@ from pydantic import BaseModel
 from serving.models import prepare_pair
 from serving.process import ManagedProcess, stop_all
 from tests.gateway.helpers import wait_for_record
-from tests.serving.helpers import MODELS_DIR, Servers, say, start_gateway, start_pair
+from tests.serving.helpers import MODELS_DIR, Servers, assert_running, say, start_gateway, start_pair
 from tests.structured import WEATHER
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.timeout(1200)]
 QWEN_STUDENT = "qwen-student"
 # A tier's first answer under a tool schema waits for vLLM to compile the schema's grammar; on a loaded 2-core
 # CPU that took over the default 120 s read timeout once. These tests check what comes back, not how fast.
 SLOW_FIRST_CALLS = {"CASCADE_STUDENT__READ_TIMEOUT_S": "600", "CASCADE_TEACHER__READ_TIMEOUT_S": "600"}
 
 
+RUNNING: list[ManagedProcess] = []  # the module's vLLM servers, checked around every test
+
+
 @pytest.fixture(scope="module")
 def small_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     paths = prepare_pair("small", MODELS_DIR, say)
     student, teacher = start_pair(paths, tmp_path_factory.mktemp("small-vllm"), None, teacher_aliases=(QWEN_STUDENT,))
+    RUNNING[:] = [student, teacher]
     yield Servers(student.options, teacher.options)
+    RUNNING.clear()
     stop_all([student, teacher])
+
+
+@pytest.fixture(autouse=True)
+def servers_stay_up() -> Iterator[None]:
+    """A server that died fails the test with its exit status and its log's last lines, not as an upstream 503
+    (a status of -9 is the kernel's OOM killer, or another SIGKILL)."""
+    assert_running(RUNNING)
+    yield
+    assert_running(RUNNING)
 
 
 def test_capital_of_france_through_the_cascade(small_servers: Servers, tmp_path: Path) -> None:
