@@ -21,7 +21,12 @@ delta / count (a union bound keeps the overall error <= delta); the most lenient
 with the binomial p-value ``P(Binomial(n, b) <= m_t)``; the last one rejected is chosen: the largest
 threshold (the best quality) whose escalation rate is <= b with confidence 1 - delta.
 
-With both given, the quality threshold is chosen and must also meet the escalation budget. When the set is
+With both given, the quality threshold is chosen and must also meet the escalation budget.
+
+**What is certified** is the target itself (``certified_quality``), not a bound computed at the chosen cut:
+the cut was selected by the same labels, so a Clopper-Pearson bound there is biased upwards (on near-flat
+risk it lies above the true quality far more often than 1 - confidence). The accepted quality and its
+interval at the cut are reported as pointwise, descriptive figures. When the set is
 too small to certify the target, or no threshold meets it, :class:`CalibrationError` says why and what
 would be needed: the caller keeps its previous threshold.
 """
@@ -57,9 +62,13 @@ class Calibration:
     disagreements_accepted: int
     escalation_rate: float
     escalation_interval: Interval
+    # What the certificate states: quality among accepted answers >= this, with probability `confidence`
+    # (the target; None when only an escalation budget was calibrated).
+    certified_quality: float | None
+    # Pointwise figures at the selected cut: descriptive, not a certificate. The cut was chosen by the same
+    # data, so an interval computed there is optimistic (selection bias): it may lie above the true quality.
     accepted_quality: float
-    accepted_quality_interval: Interval
-    quality_lower_bound: float  # one-sided, at `confidence`: what the certificate states
+    accepted_quality_pointwise_interval: Interval
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -218,9 +227,9 @@ def calibrate(
         disagreements_accepted=k,
         escalation_rate=escalated / n,
         escalation_interval=clopper_pearson(escalated, n, confidence),
+        certified_quality=target_quality,
         accepted_quality=1 - k / accepted,
-        accepted_quality_interval=Interval(
+        accepted_quality_pointwise_interval=Interval(
             1 - clopper_pearson(k, accepted, confidence).high, 1 - clopper_pearson(k, accepted, confidence).low
         ),
-        quality_lower_bound=1 - cp_upper(k, accepted, confidence),
     )

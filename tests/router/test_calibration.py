@@ -31,7 +31,7 @@ def test_quality_target_holds_with_the_stated_confidence() -> None:
         result = calibrate(scores, ok, target_quality=target, confidence=confidence)
         thresholds.append(result.threshold)
         violations += true_risk(result.threshold) > 1 - target
-        assert result.quality_lower_bound >= target
+        assert result.certified_quality == target
     # expected <= 20 violations; 33 is 3 sd above that
     assert violations <= 33
     # not trivially conservative: the typical threshold is near the true boundary 0.5
@@ -45,7 +45,11 @@ def test_higher_target_needs_a_stricter_threshold() -> None:
     assert strict.threshold > loose.threshold
     assert strict.escalation_rate > loose.escalation_rate
     assert strict.escalation_interval.low <= strict.escalation_rate <= strict.escalation_interval.high
-    assert strict.accepted_quality_interval.low <= strict.accepted_quality <= strict.accepted_quality_interval.high
+    assert (
+        strict.accepted_quality_pointwise_interval.low
+        <= strict.accepted_quality
+        <= strict.accepted_quality_pointwise_interval.high
+    )
 
 
 def test_refuses_when_the_set_is_too_small_to_certify() -> None:
@@ -65,7 +69,8 @@ def test_refuses_when_no_threshold_meets_the_target() -> None:
 def test_perfect_student_is_accepted_entirely() -> None:
     result = calibrate(np.linspace(0, 1, 500), np.ones(500, dtype=bool), target_quality=0.95)
     assert result.n_accepted == 500 and result.escalation_rate == 0.0
-    assert result.quality_lower_bound == pytest.approx(1 - cp_upper(0, 500, 0.95))
+    assert result.accepted_quality == 1.0 and result.certified_quality == 0.95
+    assert result.accepted_quality_pointwise_interval.low == pytest.approx(1 - clopper_pearson(0, 500, 0.95).high)
 
 
 def test_escalation_budget_holds_and_is_used() -> None:

@@ -29,7 +29,7 @@ def test_calibrate_from_jsonl(tmp_path: Path) -> None:
     result = runner.invoke(app, ["router", "calibrate", str(labelled), "--target-quality", "0.9", "-o", str(out)])
     assert result.exit_code == 0, result.output
     cal = json.loads(out.read_text())
-    assert cal["n"] == 3000 and cal["quality_lower_bound"] >= 0.9
+    assert cal["n"] == 3000 and cal["certified_quality"] == 0.9
     assert 0.5 <= cal["threshold"] < 0.7  # the true boundary is 0.5
 
 
