@@ -247,12 +247,17 @@ class LogStoreSettings(_Section):
         default=False, description="Drop message and answer text before storing; keep signals and logprobs"
     )
     shadow_share: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="Share of accepted requests also sent to the teacher, logged"
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests in the audit sample (a hash of the request id): its accepted ones are also "
+        "sent to the teacher; logged with each record (audit_share) for calibration from the log",
     )
     shadow_max_in_flight: int = Field(
         default=16,
         ge=1,
-        description="Shadow calls in flight at most; a shadow drawn beyond is skipped (cascade_shadows_skipped_total)",
+        description="Shadow calls in flight at most; a shadow of the sample beyond is skipped "
+        "(cascade_shadows_skipped_total) and counts as a disagreement in calibration",
     )
     shadow_agreement: Literal["exact", "final_number", "label"] = Field(
         default="exact",

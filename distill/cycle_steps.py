@@ -13,7 +13,7 @@ from cascade.config import Settings
 from distill import dataset as ds
 from distill.errors import DistillError
 from distill.gate import EvalMetrics, evaluate, load_student, serving_router, should_promote
-from distill.promote import PromotionError, Registry, Target, Version, promote, set_gateway_threshold
+from distill.promote import PromotionError, Registry, Target, promote
 from distill.train import TrainResult, train
 from router.agreement import get_agreement
 from router.errors import RouterLoadError
@@ -84,7 +84,9 @@ def _evaluate_student(
 
 
 def _recalibrate(settings: Settings, metrics: list[EvalMetrics]) -> dict[str, Any]:
-    """The router threshold for ``distill.target_quality`` on the candidate's answers (applied with the promotion)."""
+    """The threshold ``distill.target_quality`` would need on the candidate's gate answers: indicative only. Those
+    answers chose the candidate, and are escalations rather than a sample of the traffic, so the threshold is
+    never applied from them; ``cascade router recalibrate`` certifies one on the new student's audit sample."""
     import numpy as np
 
     from router.calibration import CalibrationError, calibrate
@@ -97,35 +99,20 @@ def _recalibrate(settings: Settings, metrics: list[EvalMetrics]) -> dict[str, An
         return {"message": "router recalibration skipped: the router artefact (router.scorer) keeps its threshold"}
     scores = np.array([a.confidence for a in answers])
     ok = np.array([a.agrees for a in answers])
+    later = (
+        "the gateway keeps its threshold until `cascade router recalibrate` certifies one on the new student's "
+        "audit sample (its shadows and escalations)"
+    )
     try:
         result = calibrate(scores, ok, target_quality=target)
     except CalibrationError as exc:
-        return {"message": f"router threshold kept at {settings.router.threshold}: {exc}"}
+        return {"message": f"no threshold on the gate's answers ({exc}); {later}"}
     return {
-        "message": f"threshold {result.threshold:.6g} certifies quality {target} on {result.n} answer(s) of the new "
-        f"student (escalation {result.escalation_rate:.1%}); set router.threshold to apply it",
+        "message": f"threshold {result.threshold:.6g} would certify quality {target} on the gate's {result.n} "
+        f"answer(s) of the new student (escalation {result.escalation_rate:.1%}): indicative, not applied, as "
+        f"those answers chose the candidate; {later}",
         "result": result.as_dict(),
     }
-
-
-def apply_threshold(settings: Settings, outcome: Outcome, registry: Registry, version: Version) -> None:
-    """Send the certified threshold to the gateway with the new student (only when one was certified); the one
-    it replaces is kept in the version's manifest, for a rollback to restore."""
-    result = (outcome.calibration or {}).get("result")
-    target = Target.of(settings)
-    if result is None or target.gateway_admin_url is None:
-        return
-    threshold = float(result["threshold"])
-    try:
-        before = set_gateway_threshold(target.gateway_admin_url, threshold, target.gateway_admin_key)
-    except PromotionError as exc:  # the new student serves; the old threshold stays, and the report says so
-        outcome.reasons.append(f"recalibrated threshold not applied: {exc}")
-        return
-    registry.annotate(version, threshold=threshold, threshold_before=before)
-    assert outcome.calibration is not None
-    outcome.calibration["message"] = outcome.calibration["message"].replace(
-        "; set router.threshold to apply it", "; applied to the gateway"
-    )
 
 
 def gate_and_promote(
@@ -188,7 +175,6 @@ def gate_and_promote(
     except PromotionError as exc:
         raise DistillError(f"the candidate passed the gate but promotion failed: {exc}") from None
     outcome.version, outcome.model_name = version.name, version.model_name
-    apply_threshold(settings, outcome, registry, version)
     if d.method == "full":
         outcome.reasons.append(f"full model registered at {version.path}: restart the student server on it")
     shutil.rmtree(candidate, ignore_errors=True)

@@ -180,6 +180,19 @@ def set_gateway_threshold(admin_url: str, threshold: float, key: str | None, tim
     return float(previous) if isinstance(previous, int | float) else None
 
 
+def apply_threshold(registry: Registry, version: Version | None, target: Target, threshold: float) -> float | None:
+    """Send a certified threshold to the gateway for the serving ``version`` (None: the base model) and keep
+    it in the version's manifest with the one it replaced (``threshold_before``: the first one replaced, which a
+    rollback restores). Returns the threshold replaced. Raises :class:`PromotionError` without an admin URL."""
+    if target.gateway_admin_url is None:
+        raise PromotionError("distill.gateway_admin_url is not set: set router.threshold to apply the threshold")
+    before = set_gateway_threshold(target.gateway_admin_url, threshold, target.gateway_admin_key)
+    if version is not None:
+        first = version.manifest.get("threshold_before", before)
+        registry.annotate(version, threshold=threshold, threshold_before=first)
+    return before
+
+
 def switch_gateway(
     admin_url: str, model: str, key: str | None, lora_path: Path | None = None, timeout_s: float = 10.0
 ) -> None:

@@ -154,7 +154,7 @@ def render_html(report: dict[str, Any], loss_png: bytes | None) -> str:
     parts.append("<h2>Router threshold</h2><table>")
     parts.append(f"<tr><td>before</td>{_figure('threshold_before', report.get('threshold_before'))}</tr>")
     certified = _figure("calibration.result.threshold", result.get("threshold"))
-    parts.append(f"<tr><td>certified for the new student</td>{certified}</tr>")
+    parts.append(f"<tr><td>on the gate's answers (indicative, not applied)</td>{certified}</tr>")
     parts.append(f"</table><p>{e(str(calibration.get('message', 'no recalibration')))}</p>")
     parts.append("<h2>Data</h2><table><tr><th>what</th><th>count</th></tr>")
     parts += [f"<tr><td>{e(str(key))}</td>{_figure(f'counts.{key}', value)}</tr>" for key, value in counts.items()]

@@ -40,7 +40,10 @@ class Accountant:
         if exchange.admission is not None and self.limiter is not None:
             tokens = sum(call.prompt_tokens + call.completion_tokens for call in exchange.calls)
             self._spawn(self.limiter.release(exchange.admission, tokens, exchange.cost_usd))
-        if self.writer is None or (self.shadows is not None and self.shadows.offer(exchange)):
+        if self.writer is None:
+            return
+        exchange.audit_share = self.shadows.share if self.shadows is not None else 0.0
+        if self.shadows is not None and self.shadows.offer(exchange):
             return
         self.write(exchange)
 

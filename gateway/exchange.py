@@ -110,6 +110,7 @@ class Exchange:
     teacher: TierCall | None = None
     shadow: TierCall | None = None  # the teacher's shadow answer to an accepted request, once it is back
     shadow_pending: bool = False  # a shadow was sent and has not come back (its record says so meanwhile)
+    audit_share: float | None = None  # log_store.shadow_share, when the log is kept (router/audit.py)
     outcome: str = "ok"  # ok | error | cancelled
     status: int = 200
     error: str | None = None

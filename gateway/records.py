@@ -60,5 +60,6 @@ def to_log_record(exchange: Exchange) -> LogRecord | None:
         degraded=exchange.degraded,
         duration_s=exchange.duration_s,
         shadow=exchange.shadow is not None or exchange.shadow_pending,
+        audit_share=exchange.audit_share,
         stream=bool(request.get("stream")),
     )

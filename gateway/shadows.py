@@ -1,16 +1,18 @@
-"""Shadows: a share of the accepted answers also sent to the teacher, in the background, so that calibration
-sees both answers on accepted traffic too. Their cost is real: counted in the metrics and in the request's
-log record (``cost_usd``), the same figure in both.
+"""Shadows: the accepted answers of the audit sample also sent to the teacher, in the background, so that
+calibration sees both answers on accepted traffic too. A request is in the sample when
+:func:`router.audit.audit_draw` of its id is below the share (``log_store.shadow_share``, logged with every
+record as ``audit_share``): decided by the id alone, so ``router.from_log`` takes the same sample from the log.
+Their cost is real: counted in the metrics and in the request's log record (``cost_usd``), the same figure in
+both.
 
-A drawn shadow is skipped (``cascade_shadows_skipped_total``) while ``max_in_flight`` are running, so a slow
-teacher cannot pile up calls. The share achieved is then below the configured one; the log shows it (shadow
-records / accepted records), and ``router.from_log`` thins the escalations at that share, not the configured.
+A shadow of the sample is skipped (``cascade_shadows_skipped_total``) while ``max_in_flight`` are running, so a
+slow teacher cannot pile up calls. Its request stays in the sample, its label missing: calibration counts it
+as a disagreement, never drops it (skipped ones may be the hard ones).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
 
 from cascade.terms import Reason, Tier
@@ -18,6 +20,7 @@ from gateway.exchange import Exchange, TierCall
 from gateway.metrics import Metrics
 from gateway.upstream import Upstream
 from router.agreement import Agreement, answers_agree
+from router.audit import audit_draw
 
 
 class ShadowSampler:
@@ -29,7 +32,6 @@ class ShadowSampler:
         metrics: Metrics,
         write: Callable[[Exchange], None],
         max_in_flight: int = 16,
-        rng: random.Random | None = None,
     ) -> None:
         self.teacher = teacher
         self.share = share
@@ -37,7 +39,6 @@ class ShadowSampler:
         self.metrics = metrics
         self.write = write
         self.max_in_flight = max_in_flight
-        self._random = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -45,11 +46,11 @@ class ShadowSampler:
         return len(self._tasks)
 
     def offer(self, exchange: Exchange) -> bool:
-        """Shadow this finished request if it is an accepted answer and the draw says so; True when started
+        """Shadow this finished request if it is an accepted answer in the audit sample; True when started
         (its record is then written at once, marked pending, and again when the teacher's answer is back)."""
         if self.share <= 0 or exchange.reason != Reason.CONFIDENT or exchange.outcome != "ok":
             return False
-        if self._random.random() >= self.share:
+        if audit_draw(exchange.request_id) >= self.share:
             return False
         if len(self._tasks) >= self.max_in_flight:
             self.metrics.shadows_skipped.inc()

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from cascade.logprobs import TokenLogprobs
 from cascade.terms import Decision, Reason, Tier
 
-EXPORT_SCHEMA_VERSION = 3
+EXPORT_SCHEMA_VERSION = 4
 
 # Request parameters kept by redaction: knobs, never text (tools, stop strings, response formats and
 # `user` can all carry the caller's words).
@@ -69,6 +69,8 @@ class LogRecord:
     router was not asked). ``reason`` says why; ``tier`` is who answered the client (None when no tier
     did: the student's answer stands in when an escalation's teacher failed, with ``degraded`` saying so).
     ``teacher`` is also set on an accepted request sent to the teacher as a shadow (``shadow``).
+    ``audit_share`` is the share the gateway audited at (``log_store.shadow_share``): the request is in the audit
+    sample when :func:`router.audit.audit_draw` of its id is below it (None: an older gateway that drew at random).
     ``status`` is the outcome (ok | error | cancelled), ``http_status`` the status code the client got,
     ``duration_s`` the whole request's time in the gateway.
     After :meth:`LogWriter.submit <logstore.writer.LogWriter.submit>` the record belongs to the writer.
@@ -93,6 +95,7 @@ class LogRecord:
     degraded: str | None = None
     duration_s: float | None = None
     shadow: bool = False
+    audit_share: float | None = None
     stream: bool = False
     redacted: bool = False
 

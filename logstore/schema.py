@@ -81,6 +81,7 @@ log_records = sa.Table(
     sa.Column("tier", sa.String(16)),
     sa.Column("signals", Json, nullable=False),
     sa.Column("shadow", sa.Boolean, nullable=False),
+    sa.Column("audit_share", sa.Float),
     sa.Column("stream", sa.Boolean, nullable=False),
     *_tier_columns("student"),
     *_tier_columns("teacher"),

@@ -49,7 +49,8 @@ def router_calibrate(
         str | None, typer.Option(help="With --from-log: the signal to calibrate (default confidence, or a feature)")
     ] = None,
     shadow_share: Annotated[
-        float | None, typer.Option(help="With --from-log: the gateway's shadow share; thins escalations to it")
+        float | None,
+        typer.Option(help="With --from-log: the audit share to sample at (default: the smallest the records logged)"),
     ] = None,
 ) -> None:
     """Choose the threshold that meets a quality target (or escalation budget) with stated confidence."""
@@ -116,23 +117,100 @@ def _log_pairs(
     shadow_share: float | None,
 ) -> tuple[LogPairs, dict[str, object]]:
     """The pairs of a log window, and the JSON's "source" (and "warning") fields (router/from_log.py)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from router.agreement import get_agreement
-    from router.from_log import DEFAULT_SCORE, bias_warning, pairs_from_log, source_report
+    from router.from_log import DEFAULT_SCORE, sample_warning, source_report
 
     log_url = log_store_url(config, url)
     agreement = agreement or (settings_or_exit(config).log_store.shadow_agreement if config else "exact")
     score = score or DEFAULT_SCORE
+    pairs = _read_pairs(log_url, agreement, since, until, score, shadow_share)
+    extra: dict[str, object] = {"source": source_report(log_url, pairs, since, until, score, agreement, shadow_share)}
+    if (warning := sample_warning(pairs)) is not None:
+        extra["warning"] = warning
+    return pairs, extra
+
+
+def _read_pairs(
+    url: str,
+    agreement: str,
+    since: datetime | None,
+    until: datetime | None,
+    score: str,
+    shadow_share: float | None = None,
+    student_model: str | None = None,
+) -> LogPairs:
+    """:func:`router.from_log.pairs_from_log`, a store that cannot be read being a ValueError (one line)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from router.agreement import get_agreement
+    from router.from_log import pairs_from_log
+
     try:
-        pairs = pairs_from_log(log_url, get_agreement(agreement), since, until, score, shadow_share)
+        return pairs_from_log(url, get_agreement(agreement), since, until, score, shadow_share, student_model)
     except (SQLAlchemyError, OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read the log store: {first}") from None
-    extra: dict[str, object] = {"source": source_report(log_url, pairs, since, until, score, agreement, shadow_share)}
-    if (warning := bias_warning(pairs, shadow_share)) is not None:
-        extra["warning"] = warning
-    return pairs, extra
+
+
+@router_app.command("recalibrate")
+def router_recalibrate(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The gateway's YAML config")],
+    target_quality: Annotated[
+        float | None, typer.Option(help="Agreement among accepted answers (default: distill.target_quality)")
+    ] = None,
+    confidence: Annotated[float, typer.Option(help="Probability that the target holds")] = 0.95,
+    since: SinceOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Certify and print, but do not apply")] = False,
+) -> None:
+    """Certify the serving student's threshold on its own audit sample and apply it only when certified.
+
+    The sample is the log's shadows and escalations answered by the serving student (the registry's current
+    version, else student.model) since it was promoted (or --since). A threshold that cannot be certified is
+    not applied: the gateway keeps the one it has. Safe to run on a schedule."""
+    import json
+
+    from distill.promote import PromotionError, Registry, Target, apply_threshold
+    from router.calibration import CalibrationError, calibrate
+    from router.from_log import DEFAULT_SCORE, source_report
+
+    settings = settings_or_exit(config)
+    target = target_quality if target_quality is not None else settings.distill.target_quality
+    if target is None:
+        fail(["give --target-quality, or set distill.target_quality in the config"])
+    if settings.router.scorer is not None:
+        fail(["router.scorer is set: the router artefact keeps its own threshold (recalibrate it with router eval)"])
+    assert target is not None
+    registry = Registry(settings.distill.registry_dir)
+    version = registry.current()
+    model = version.model_name if version is not None else settings.student.model
+    if since is None and version is not None and isinstance(version.manifest.get("created"), str):
+        since = datetime.fromisoformat(version.manifest["created"])
+    url, agreement = settings.log_store.url, settings.log_store.shadow_agreement
+    try:
+        pairs = _read_pairs(url, agreement, since, None, DEFAULT_SCORE, student_model=model)
+    except ValueError as exc:
+        fail([str(exc)])
+        raise  # unreachable: fail() exits
+    report: dict[str, Any] = {
+        "student_model": model,
+        "version": version.name if version is not None else "base",
+        "source": source_report(url, pairs, since, None, DEFAULT_SCORE, agreement, None),
+        "applied": False,
+    }
+    try:
+        result = calibrate(pairs.scores, pairs.student_ok, target_quality=target, confidence=confidence)
+    except CalibrationError as exc:
+        report["message"] = f"threshold kept at the gateway's: {exc}"
+        typer.echo(json.dumps(report, indent=2))
+        return
+    report["calibration"] = result.as_dict()
+    report["message"] = f"threshold {result.threshold:.6g} certifies quality {target} on {result.n} pair(s) of {model}"
+    if not dry_run:
+        try:
+            report["threshold_before"] = apply_threshold(registry, version, Target.of(settings), result.threshold)
+            report["applied"] = True
+        except PromotionError as exc:
+            report["message"] += f"; not applied: {exc}"
+    typer.echo(json.dumps(report, indent=2))
 
 
 @router_app.command("eval")

@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from distill.cycle_steps import Outcome, apply_threshold
-from distill.promote import PromotionError, Registry, Target, promote, rollback
+from distill.promote import PromotionError, Registry, Target, apply_threshold, promote, rollback
 from tests.conftest import GatewayFactory, Server, free_port, gateway_config, start_fake, stop
 from tests.distill.helpers import distill_settings
 
@@ -77,12 +76,11 @@ def test_rollback_gives_the_gateway_back_the_threshold_of_the_version_it_serves_
     )
     registry = Registry(settings.distill.registry_dir)
     version = promote(registry, candidate(tmp_path), Target.of(settings), "lora", 5, {})
-    outcome = Outcome(
-        True, [], calibration={"message": "m; set router.threshold to apply it", "result": {"threshold": 0.8}}
-    )
-    apply_threshold(settings, outcome, registry, version)
-    assert router_state() == {"student": NAME, "signal": "mean_prob", "threshold": 0.8}
-    assert registry.get("v0001").manifest["threshold_before"] == 0.5  # what the base student was served with
+    assert apply_threshold(registry, version, Target.of(settings), 0.8) == 0.5  # certified on its audit sample
+    assert apply_threshold(registry, registry.get("v0001"), Target.of(settings), 0.85) == 0.8  # a later one
+    assert router_state() == {"student": NAME, "signal": "mean_prob", "threshold": 0.85}
+    manifest = registry.get("v0001").manifest
+    assert manifest["threshold"] == 0.85 and manifest["threshold_before"] == 0.5  # what the base was served with
 
     rollback(registry, Target.of(settings))
     assert router_state() == {"student": "tiny-student", "signal": "mean_prob", "threshold": 0.5}

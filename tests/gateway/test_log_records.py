@@ -57,6 +57,7 @@ def test_each_routed_request_has_one_record(logged_gateway: tuple[Server, str], 
 
     by_id = {record.request_id: record for record in wait_for_records(url, 6)}
     assert set(by_id) == set(ids.values())
+    assert all(record.audit_share == 0.0 for record in by_id.values())  # shadow_share 0: nothing audited
     not_routed = by_id[ids["refused"]]
     assert (not_routed.decision, not_routed.reason, not_routed.tier) == ("bypass", "not_routed", None)
     assert (not_routed.status, not_routed.http_status) == ("error", 400) and "n > 1" in (not_routed.error or "")
@@ -153,6 +154,7 @@ def test_shadow_share_sends_accepted_requests_to_the_teacher_too(
     assert len(logged) == 3  # completed in place: one record per request
     for record in logged:
         assert record.shadow and record.decision == "accept" and record.tier == "student"
+        assert record.audit_share == 1.0  # every request is in the audit sample
         assert record.teacher is not None and record.teacher.text == "Answer from teacher."
         assert record.student is not None and record.cost_usd is not None
         teacher_cost = (10 * record.teacher.prompt_tokens + 20 * record.teacher.completion_tokens) / 1e6

@@ -4,7 +4,6 @@ releases), skips counted, records written pending then completed, and one cost i
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -18,6 +17,7 @@ from gateway.shadows import ShadowSampler
 from gateway.upstream import Upstream
 from logstore import LogRecord
 from router.agreement import exact_match
+from router.audit import audit_draw
 from tests.fake_upstream import make_app
 
 STUDENT_PRICE = PriceSettings(input_usd_per_mtok=1.0, output_usd_per_mtok=2.0)
@@ -50,7 +50,7 @@ async def run_sampler(prompts: list[str], max_in_flight: int, drain_s: float) ->
         assert record is not None
         written.append(record)
 
-    sampler = ShadowSampler(teacher, 1.0, exact_match, metrics, write, max_in_flight, random.Random(0))
+    sampler = ShadowSampler(teacher, 1.0, exact_match, metrics, write, max_in_flight)
     try:
         for i, prompt in enumerate(prompts):
             sampler.offer(accepted(i, prompt))
@@ -91,3 +91,16 @@ def test_only_accepted_answers_are_shadowed() -> None:
         return [sampler.offer(escalated), sampler.offer(failed)]
 
     assert asyncio.run(offer()) == [False, False]
+
+
+def test_the_audit_sample_is_the_requests_whose_draw_is_below_the_share() -> None:
+    """Membership is the request id's hash draw alone, the rule calibration applies to the log (router/audit.py)."""
+
+    async def offer() -> list[bool]:
+        sampler = ShadowSampler(None, 0.3, exact_match, Metrics(TEACHER_PRICE), lambda e: None, max_in_flight=1000)  # type: ignore[arg-type]
+        sampler._shadow = lambda exchange: asyncio.sleep(0)  # type: ignore[method-assign]  # no teacher here
+        return [sampler.offer(accepted(i, "x")) for i in range(400)]
+
+    offered = asyncio.run(offer())
+    assert offered == [audit_draw(f"req-{i}") < 0.3 for i in range(400)]
+    assert 80 < sum(offered) < 160

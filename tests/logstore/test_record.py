@@ -25,6 +25,7 @@ EXPORT_KEYS = {
     "tier",
     "signals",
     "shadow",
+    "audit_share",
     "stream",
     "student",
     "teacher",

@@ -2,16 +2,15 @@
 
 Synthetic traffic with a known truth: score ~ U(0, 1), the student agrees with the teacher with probability
 0.6 + 0.4 score (so the disagreement among answers with score >= t is 0.2 (1 - t): quality 0.95 needs
-t >= 0.75), the gateway escalates below 0.5 and shadows 30% of the accepted requests.
+t >= 0.75), the gateway escalates below 0.5 and audits 30% of the requests (router/audit.py): the accepted
+ones of the sample are shadowed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,8 +24,9 @@ from typer.testing import CliRunner
 from cascade.cli import app
 from logstore import LogRecord, LogWriter, TierAnswer, make_engine
 from router.agreement import AGREEMENTS
+from router.audit import audit_draw
 from router.from_log import (
-    BIAS_WARNING,
+    LEGACY_WARNING,
     LogPairCounts,
     LogPairs,
     read_log_pairs,
@@ -45,21 +45,28 @@ N, SERVING_THRESHOLD, SHADOW_SHARE = 20_000, 0.5, 0.3
 @dataclass(frozen=True)
 class Store:
     url: str
-    escalated_ids: list[str]  # escalations with both answers
-    shadow_ids: list[str]
+    records: list[LogRecord]
     unscored: int  # escalations logged without a confidence signal
 
+    def ids(self, decision: str, shadow: bool | None = None) -> list[str]:
+        return [r.request_id for r in self.records if r.decision == decision and (shadow is None or r.shadow == shadow)]
 
-def _record(i: int, score: float, agrees: bool, rng: np.random.Generator, share: float = SHADOW_SHARE) -> LogRecord:
-    """One routed request as the gateway logs it: escalated below the threshold, else accepted (shadowed with
-    probability ``share``: below SHADOW_SHARE when the gateway skipped shadows under load)."""
+
+def _record(
+    i: int, score: float, agrees: bool, rng: np.random.Generator, skip_bad: float = 0.0, legacy: bool = False
+) -> LogRecord:
+    """One routed request as the gateway logs it: escalated below the threshold, else accepted and shadowed
+    when in the audit sample; a shadow of a disagreeing answer is skipped with probability ``skip_bad`` (the
+    hard ones, under load). ``legacy``: an older gateway, which drew shadows at random and logged no share."""
+    request_id = f"req-{i:06d}"
     escalated = score < SERVING_THRESHOLD
-    shadow = not escalated and rng.uniform() < share
+    drawn = rng.uniform() < SHADOW_SHARE if legacy else audit_draw(request_id) < SHADOW_SHARE
+    shadow = not escalated and drawn and not (not agrees and rng.uniform() < skip_bad)
     teacher = (
         TierAnswer("teacher-model", "Paris", prompt_tokens=100, completion_tokens=20) if escalated or shadow else None
     )
     return LogRecord(
-        request_id=f"req-{i:06d}",
+        request_id=request_id,
         time=START + timedelta(seconds=i),
         decision="escalate" if escalated else "accept",
         reason="not_confident" if escalated else "confident",
@@ -68,22 +75,22 @@ def _record(i: int, score: float, agrees: bool, rng: np.random.Generator, share:
         student=TierAnswer("student-model", "paris." if agrees else "Lyon", prompt_tokens=100, completion_tokens=10),
         teacher=teacher,
         shadow=shadow,
+        audit_share=None if legacy else SHADOW_SHARE,
     )
 
 
 def _extra_records() -> list[LogRecord]:
-    """Records that are no pairs (pinned, failed, pre-routed) and escalations without a score."""
+    """Records that are no pairs (pinned, pre-routed) and escalations without a score."""
     both = {"student": TierAnswer("s", "a"), "teacher": TierAnswer("t", "a")}
-    late = START + timedelta(seconds=N)
+    late, share = START + timedelta(seconds=N), {"audit_share": SHADOW_SHARE}
     return [
-        LogRecord("pinned", late, "bypass", "pinned", "teacher", **both),  # type: ignore[arg-type]
-        LogRecord("failed", late, "escalate", "not_confident", None, status="error", **both),  # type: ignore[arg-type]
-        LogRecord("pre", late, "escalate", "pre_routed", "teacher", teacher=TierAnswer("t", "a")),
-        *(LogRecord(f"unscored-{i}", late, "escalate", "not_confident", "teacher", **both) for i in range(3)),  # type: ignore[arg-type]
+        LogRecord("pinned", late, "bypass", "pinned", "teacher", **both, **share),  # type: ignore[arg-type]
+        LogRecord("pre", late, "escalate", "pre_routed", "teacher", teacher=TierAnswer("t", "a"), **share),  # type: ignore[arg-type]
+        *(LogRecord(f"unscored-{i}", late, "escalate", "not_confident", "teacher", **both, **share) for i in range(3)),  # type: ignore[arg-type]
     ]
 
 
-async def _write(url: str, folder: Path, records: list[LogRecord]) -> None:
+async def write_records(url: str, folder: Path, records: list[LogRecord]) -> None:
     writer = LogWriter(settings(url, folder, batch_size=2000))
     await writer.start()
     for record in records:
@@ -91,25 +98,26 @@ async def _write(url: str, folder: Path, records: list[LogRecord]) -> None:
     await writer.close()
 
 
-def _traffic(folder: Path, share: float = SHADOW_SHARE) -> tuple[str, list[LogRecord]]:
-    url = f"sqlite+aiosqlite:///{folder / 'log.db'}"
+def traffic_records(skip_bad: float = 0.0, legacy: bool = False) -> list[LogRecord]:
     rng = np.random.default_rng(0)
     scores = rng.uniform(size=N)
     agrees = rng.uniform(size=N) < 0.6 + 0.4 * scores
-    records = [_record(i, float(s), bool(a), rng, share) for i, (s, a) in enumerate(zip(scores, agrees, strict=True))]
-    asyncio.run(_write(url, folder, [*records, *_extra_records()]))
-    return url, records
+    return [
+        _record(i, float(s), bool(a), rng, skip_bad, legacy)
+        for i, (s, a) in enumerate(zip(scores, agrees, strict=True))
+    ]
+
+
+def _traffic(folder: Path, skip_bad: float = 0.0, legacy: bool = False) -> Store:
+    url = f"sqlite+aiosqlite:///{folder / 'log.db'}"
+    records = traffic_records(skip_bad, legacy)
+    asyncio.run(write_records(url, folder, [*records, *_extra_records()]))
+    return Store(url, records, unscored=3)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    url, records = _traffic(tmp_path_factory.mktemp("log"))
-    yield Store(
-        url,
-        [r.request_id for r in records if r.decision == "escalate"],
-        [r.request_id for r in records if r.shadow],
-        unscored=3,
-    )
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return _traffic(tmp_path_factory.mktemp("log"))
 
 
 def calibrate(*args: str) -> tuple[int, str, str]:
@@ -117,58 +125,85 @@ def calibrate(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def _hash_share(request_id: str) -> float:
-    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") / 2**64
-
-
-def test_thinned_pairs_certify_the_target_near_the_true_threshold(store: Store, tmp_path: Path) -> None:
+def test_the_audit_sample_certifies_the_target_near_the_true_threshold(store: Store, tmp_path: Path) -> None:
     out = tmp_path / "cal.json"
-    code, stdout, stderr = calibrate(
-        "--from-log", "--log-url", store.url, "--target-quality", "0.95", "--shadow-share", "0.3", "-o", str(out)
-    )
+    code, stdout, stderr = calibrate("--from-log", "--log-url", store.url, "--target-quality", "0.95", "-o", str(out))
     assert code == 0, stderr
     cal = json.loads(out.read_text())
     assert json.loads(stdout) == cal
-    assert cal["quality_lower_bound"] >= 0.95 and "warning" not in cal
+    assert cal["certified_quality"] == 0.95 and "warning" not in cal
     assert 0.75 <= cal["threshold"] < 0.9  # the true boundary is 0.75
     counts = cal["source"]["counts"]
-    kept = sum(_hash_share(i) < counts["observed_shadow_share"] for i in store.escalated_ids)  # thinned at it
-    assert counts["records"] == N + 6
-    assert counts["escalated_pairs"] == kept
-    assert counts["thinned"] == len(store.escalated_ids) - kept
-    assert counts["shadow_pairs"] == len(store.shadow_ids)
-    assert counts["pairs"] == kept + len(store.shadow_ids) == cal["n"]
+    escalated, shadows = store.ids("escalate"), store.ids("accept", shadow=True)
+    kept = sum(audit_draw(i) < SHADOW_SHARE for i in escalated)  # the gateway's own rule
+    assert counts["records"] == N + 5 and counts["audit_share"] == SHADOW_SHARE
+    assert counts["escalated_pairs"] == kept and counts["shadow_pairs"] == len(shadows)
+    assert counts["thinned"] == N - kept - len(shadows)
+    assert counts["pairs"] == kept + len(shadows) == cal["n"]
+    assert counts["missing_labels"] == 0 and counts["legacy_records"] == 0
     assert counts["skipped_without_score"] == store.unscored
     assert abs(counts["observed_shadow_share"] - SHADOW_SHARE) < 0.02
     assert abs(cal["escalation_rate"] - cal["threshold"]) < 0.02  # a uniform sample: P(score < t) = t
     assert cal["source"]["agreement"] == "exact" and cal["source"]["score"] == "confidence"
 
 
-def test_a_gateway_that_skipped_shadows_still_gives_a_uniform_sample(tmp_path: Path) -> None:
-    """Under load the gateway shadowed only half its configured share: the escalations are thinned at the share
-    achieved, so the sample stays uniform (thinned at the configured 0.3 they would be twice too many)."""
-    url, _ = _traffic(tmp_path, share=SHADOW_SHARE / 2)
+def test_a_smaller_share_thins_the_sample_and_a_larger_one_is_refused(store: Store) -> None:
     code, stdout, stderr = calibrate(
-        "--from-log", "--log-url", url, "--target-quality", "0.95", "--shadow-share", "0.3"
+        "--from-log", "--log-url", store.url, "--target-quality", "0.9", "--shadow-share", "0.1"
     )
     assert code == 0, stderr
-    cal = json.loads(stdout)
-    counts = cal["source"]["counts"]
-    assert abs(counts["observed_shadow_share"] - SHADOW_SHARE / 2) < 0.02
-    assert abs(counts["escalated_pairs"] / counts["pairs"] - SERVING_THRESHOLD) < 0.03  # P(score < 0.5) = 0.5
-    assert abs(cal["escalation_rate"] - cal["threshold"]) < 0.02  # a uniform sample: P(score < t) = t
-    assert cal["quality_lower_bound"] >= 0.95 and cal["threshold"] >= 0.75  # half the pairs: a wider bound
+    counts = json.loads(stdout)["source"]["counts"]
+    in_sample = [r for r in store.records if audit_draw(r.request_id) < 0.1]
+    assert counts["audit_share"] == 0.1 and counts["pairs"] == len(in_sample)
+    code, _, stderr = calibrate(
+        "--from-log", "--log-url", store.url, "--target-quality", "0.9", "--shadow-share", "0.4"
+    )
+    assert code == 2 and "--shadow-share 0.4 is above the share this window was audited at (0.3" in stderr
 
 
-def test_without_shadow_share_all_pairs_are_used_with_a_warning(store: Store) -> None:
-    code, stdout, stderr = calibrate("--from-log", "--log-url", store.url, "--target-quality", "0.95")
+def test_skipped_shadows_stay_in_the_sample_as_disagreements(tmp_path: Path) -> None:
+    """Under load the gateway skipped most shadows of the answers that disagree (the hard ones): they stay in the
+    sample, counted as disagreements, so the threshold is still at or above the true boundary (dropped, the
+    accepted answers would look better than they are)."""
+    skipped = _traffic(tmp_path, skip_bad=0.8)
+    code, stdout, stderr = calibrate("--from-log", "--log-url", skipped.url, "--target-quality", "0.95")
     assert code == 0, stderr
     cal = json.loads(stdout)
-    assert cal["warning"] == BIAS_WARNING and "--shadow-share" in stderr
     counts = cal["source"]["counts"]
-    assert counts["thinned"] == 0 and counts["escalated_pairs"] == len(store.escalated_ids)
-    assert cal["n"] == len(store.escalated_ids) + len(store.shadow_ids)
-    assert cal["escalation_rate"] > cal["threshold"] + 0.05  # overstated: the true rate is P(score < t) = t
+    missing = [r for r in skipped.records if r.decision == "accept" and audit_draw(r.request_id) < 0.3 and not r.shadow]
+    assert counts["missing_labels"] == len(missing) > 100
+    assert counts["pairs"] == counts["escalated_pairs"] + counts["shadow_pairs"]
+    assert counts["shadow_pairs"] == len(skipped.ids("accept", shadow=True)) + len(missing)
+    assert cal["threshold"] >= 0.75 and abs(cal["escalation_rate"] - cal["threshold"]) < 0.02
+
+
+def test_older_records_are_sampled_at_the_observed_share_with_a_warning(tmp_path: Path) -> None:
+    legacy = _traffic(tmp_path, legacy=True)
+    code, stdout, stderr = calibrate("--from-log", "--log-url", legacy.url, "--target-quality", "0.95")
+    assert code == 0, stderr
+    cal = json.loads(stdout)
+    counts = cal["source"]["counts"]
+    assert cal["warning"] == LEGACY_WARNING.format(n=N) and "audit_share" in stderr
+    assert counts["audit_share"] == counts["observed_shadow_share"] and counts["legacy_records"] == N
+    assert counts["shadow_pairs"] == len(legacy.ids("accept", shadow=True))
+    kept = sum(audit_draw(i) < counts["audit_share"] for i in legacy.ids("escalate"))
+    assert counts["escalated_pairs"] == kept
+    assert abs(cal["escalation_rate"] - cal["threshold"]) < 0.02
+    # the gateway ran 0.3: a --shadow-share of 0.1 is refuted by the window (the old code certified on it)
+    code, _, stderr = calibrate(
+        "--from-log", "--log-url", legacy.url, "--target-quality", "0.95", "--shadow-share", "0.1"
+    )
+    assert code == 2 and "--shadow-share 0.1 is not the share this window shows" in stderr
+
+
+def test_a_window_the_gateway_did_not_audit_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    escalated = [r for r in traffic_records()[:500] if r.decision == "escalate"]
+    for record in escalated:
+        record.audit_share = 0.0
+    asyncio.run(write_records(url, tmp_path, escalated))
+    code, _, stderr = calibrate("--from-log", "--log-url", url, "--target-quality", "0.9")
+    assert code == 2 and "audited none of this window's accepted answers" in stderr
 
 
 def test_the_config_gives_the_log_url_and_the_agreement(store: Store, tmp_path: Path) -> None:
@@ -258,7 +293,7 @@ def _tool_record(request_id: str, student: str, teacher: str, invalid: str | Non
     reason = "invalid_tool_call" if invalid else "not_confident"
     record = LogRecord(
         request_id, START, "escalate", reason, "teacher", params={"tools": tools}, signals={"confidence": 0.4},
-        student=answer("s", student), teacher=answer("t", teacher),
+        student=answer("s", student), teacher=answer("t", teacher), audit_share=1.0,
     )  # fmt: skip
     assert record.student is not None
     record.student.invalid = invalid
@@ -272,7 +307,7 @@ def test_tool_call_pairs_are_labelled_by_value_and_invalid_student_calls_are_lef
         _tool_record("other", '{"city": "Rome"}', '{"city": "Oslo"}'),
         _tool_record("broken", '{"city": "Os', '{"city": "Oslo"}', invalid="arguments are not JSON"),
     ]
-    asyncio.run(_write(url, tmp_path, records))
+    asyncio.run(write_records(url, tmp_path, records))
     pairs = asyncio.run(read_log_pairs(url, AGREEMENTS["exact"]))  # exact text would call "same" a disagreement
     assert pairs.student_ok.tolist() == [False, True]  # time order, then request id: "other", "same"
     assert pairs.counts.skipped_invalid == 1 and pairs.counts.pairs == 2
@@ -304,13 +339,9 @@ def test_the_same_pairs_from_postgresql(store: Store, tmp_path: Path) -> None:
         asyncio.run(_drop_schema(schema))  # also checks that the server answers
     except OSError as exc:
         pytest.skip(f"no PostgreSQL at {pg_base_url()}: {exc}")
-    rng = np.random.default_rng(0)
-    scores = rng.uniform(size=N)
-    agrees = rng.uniform(size=N) < 0.6 + 0.4 * scores
-    records = [_record(i, float(s), bool(a), rng) for i, (s, a) in enumerate(zip(scores, agrees, strict=True))]
     try:
-        asyncio.run(_write(url, tmp_path, records[:3600]))
-        args = ["--from-log", "--until", "2026-01-01T01:00:00", "--target-quality", "0.9", "--shadow-share", "0.3"]
+        asyncio.run(write_records(url, tmp_path, store.records[:3600]))
+        args = ["--from-log", "--until", "2026-01-01T01:00:00", "--target-quality", "0.9"]
         code, stdout, stderr = calibrate(*args, "--log-url", url)
         assert code == 0, stderr
         from_sqlite = json.loads(calibrate(*args, "--log-url", store.url)[1])
