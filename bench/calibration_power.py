@@ -46,7 +46,7 @@ def tail_risk(risk: Any) -> tuple[np.ndarray, np.ndarray]:
 def known_cut_escalation(grid: np.ndarray, tail: np.ndarray, n: int) -> float:
     """The smallest escalation t whose cut a level-delta binomial test, told the cut, passes on >= half the days."""
     for t, r in zip(grid[::100], tail[::100], strict=True):
-        m = int(round(n * (1 - t)))
+        m = round(n * (1 - t))
         if m < 1:
             continue
         passing = np.flatnonzero(binom.cdf(np.arange(m + 1), m, EPS) <= 1 - CONFIDENCE)
