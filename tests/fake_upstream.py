@@ -15,6 +15,9 @@ tokens in Qwen2.5's hermes format), ``callmixed`` (the same call, confident on t
 JSON punctuation and keys around them), ``badcall`` (a confident call with ``{"city": 7}``), ``parallel`` (two
 calls: Paris and Lyon), ``json`` (content ``{"name": "Ada", "age": 36}``), ``badjson`` (``"age": "36"``) and
 ``padjson`` (valid JSON padded with spaces and cut at ``max_tokens``, finish reason ``length``).
+Judging (the prompt is :func:`router.judge.pairwise_prompt`'s, the script in the judged conversation): ``judge``
+(a consistent judge: ``[[A]]`` or ``[[B]]`` for the answer that says "good", ``[[C]]`` when both or neither do),
+``judgea`` (position-biased: always ``[[A]]``) and ``judgefail`` (a reply with no verdict).
 
 Run: ``python -m tests.fake_upstream --port 9001 --model student-model --role student``.
 ``GET /_stats`` returns the requests it received and how many were cancelled by their client;
@@ -44,6 +47,18 @@ SLOW_S = 5.0
 _SCRIPT = re.compile(r"(student|teacher)=(\w+)")
 _CALLS = ("call", "callmixed", "badcall", "parallel")
 _JSON = ("json", "badjson", "padjson")
+_JUDGE_ANSWER = re.compile(
+    r"\[The Start of Assistant ([AB])'s Answer\]\n(.*?)\n\[The End of Assistant \1's Answer\]", re.S
+)
+
+
+def _verdict(behaviour: str, prompt: str) -> str:
+    if behaviour == "judgefail":
+        return "Both answers have merits; I cannot decide."
+    if behaviour == "judgea":
+        return "Assistant A is better. [[A]]"
+    good = [side for side, text in _JUDGE_ANSWER.findall(prompt) if "good" in text]
+    return f"Verdict: [[{good[0] if len(good) == 1 else 'C'}]]"
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,10 @@ class FakeUpstream:
             logprobs = [-0.01 if i in values else unsure for i in range(len(tokens))]
             message = {"role": "assistant", "content": None, "tool_calls": calls}
             return Answer(tokens, logprobs, message, "tool_calls")
+        if behaviour.startswith("judge"):
+            text = _verdict(behaviour, str(body["messages"][-1].get("content", "")))
+            words = text.split(" ")
+            return Answer(words, [-0.01] * len(words), {"role": "assistant", "content": text}, "stop")
         if behaviour in _JSON:
             age = '"36"' if behaviour == "badjson" else "36"
             tokens = ['{"', "name", '":', ' "', "Ada", '",', ' "', "age", '":', " " + age, "}"]
