@@ -102,6 +102,8 @@ def consistent(judgement: PairJudgement) -> bool:
 def summarise(items: list[dict[str, Any]], judgements: list[PairJudgement]) -> dict[str, Any]:
     rows = [(gpt4_preference(i), local_preference(j), j) for i, j in zip(items, judgements, strict=True)]
     decided = [(g, lo, j) for g, lo, j in rows if lo != "failed"]
+    if not decided:
+        return {"pairs": len(rows), "failed": len(rows)}
     gpt4 = [g for g, _, _ in decided]
     local = [lo for _, lo, _ in decided]
     strict = [(g, lo) for g, lo in zip(gpt4, local, strict=True) if g != "tie"]

@@ -188,7 +188,8 @@ def apply_threshold(registry: Registry, version: Version | None, target: Target,
         raise PromotionError("distill.gateway_admin_url is not set: set router.threshold to apply the threshold")
     before = set_gateway_threshold(target.gateway_admin_url, threshold, target.gateway_admin_key)
     if version is not None:
-        first = version.manifest.get("threshold_before", before)
+        first = version.manifest.get("threshold_before")
+        first = before if first is None else first
         registry.annotate(version, threshold=threshold, threshold_before=first)
     return before
 

@@ -59,7 +59,7 @@ class Judge:
 
     async def reply(self, client: httpx.AsyncClient, prompt: Messages) -> tuple[str | None, str | None]:
         """(the judge's reply text, None) or (None, the error); cached replies cost nothing."""
-        key = cache_key(self.endpoint.model, prompt)
+        key = cache_key(f"{self.endpoint.model} max_tokens={self.max_tokens}", prompt)
         if key in self._cache:
             self.usage.cached += 1
             return self._cache[key], None
@@ -84,6 +84,8 @@ class Judge:
         usage = answer.get("usage") or {}
         self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
         self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
+        if not text or answer["choices"][0].get("finish_reason") == "length":
+            return text, None  # an empty or cut-off reply: used, never cached (a larger max_tokens may do better)
         self._cache[key] = text
         if self.cache_path is not None:
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)

@@ -109,10 +109,8 @@ def _message(answer: TierAnswer | None) -> dict[str, Any] | None:
 
 
 def _candidate(record: LogRecord) -> bool:
-    """A routed request the student answered in full (an accepted one went out: status ok), unredacted."""
-    if record.decision == Decision.BYPASS or record.redacted or _message(record.student) is None:
-        return False
-    return record.decision != Decision.ACCEPT or record.status == "ok"
+    """A routed request the student answered, unredacted (one that did not end ok has no label: MISSING)."""
+    return record.decision != Decision.BYPASS and not record.redacted and _message(record.student) is not None
 
 
 def _label(record: LogRecord, agreement: Agreement) -> float:
@@ -218,12 +216,16 @@ async def read_log_pairs(
 
 def _sample_share(given: float | None, logged: float, n: dict[str, int]) -> float:
     """The share the window's sample is taken at (see the module docstring)."""
+    if math.isfinite(logged) and n["legacy_records"]:
+        raise LogPairsError(
+            f"this window mixes {n['legacy_records']} record(s) of an older gateway (no audit_share) with records "
+            "of this version: their samples were drawn differently; pass --since the upgrade (or --until it)"
+        )
     if math.isfinite(logged):
         if logged <= 0:
             raise LogPairsError(
-                "the gateway audited none of this window's accepted answers (log_store.shadow_share 0): "
-                "escalations alone are not a sample of the traffic; set log_store.shadow_share (e.g. 0.1) and "
-                "calibrate on traffic logged after"
+                "some of this window's records were logged with log_store.shadow_share 0 (nothing audited): "
+                "calibrate on a window logged with a share above 0 (--since)"
             )
         if given is not None and given > logged:
             raise LogPairsError(
@@ -264,9 +266,11 @@ def expected_cost(
     pairs: LogPairs, escalation_rate: float, escalation_interval: tuple[float, float], student: Price, teacher: Price
 ) -> dict[str, object]:
     """Cost per 1,000 requests at a calibrated threshold: every request pays the student, the escalated
-    share also pays the teacher, each at its mean cost over the pairs' logged token counts."""
+    share also pays the teacher, each at its mean cost over the pairs' logged token counts (the teacher's over
+    the pairs that hold its answer: a missing label logged no teacher tokens)."""
     s = float(np.mean([student(int(p), int(c)) for p, c in pairs.tokens[:, :2]]))
-    t = float(np.mean([teacher(int(p), int(c)) for p, c in pairs.tokens[:, 2:]]))
+    answered = pairs.tokens[pairs.tokens[:, 3] > 0, 2:]
+    t = float(np.mean([teacher(int(p), int(c)) for p, c in answered])) if len(answered) else 0.0
     low, high = escalation_interval
     return {
         "cost_per_1k_usd": 1000 * (s + escalation_rate * t),

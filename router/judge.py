@@ -70,7 +70,7 @@ class Outcome(StrEnum):
     """Both orders of a pair, the student's answer against the teacher's."""
 
     NOT_WORSE = "not_worse"  # the student's answer is at least as good, in both orders
-    WORSE = "worse"  # the teacher's answer is better, in both orders
+    WORSE = "worse"  # the teacher's answer is better in one order at least, and the student's in neither
     INCONSISTENT = "inconsistent"  # the two orders disagree
     FAILED = "failed"  # a reply had no verdict
 

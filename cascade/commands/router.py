@@ -170,20 +170,26 @@ def router_recalibrate(
 
     from distill.promote import PromotionError, Registry, Target, apply_threshold
     from router.calibration import CalibrationError, calibrate
-    from router.from_log import DEFAULT_SCORE, source_report
+    from router.from_log import DEFAULT_SCORE, sample_warning, source_report
 
     settings = settings_or_exit(config)
     target = target_quality if target_quality is not None else settings.distill.target_quality
     if target is None:
         fail(["give --target-quality, or set distill.target_quality in the config"])
+    if not (0 < (target or 0) < 1 and 0.5 <= confidence < 1):
+        fail([f"the target quality must be in (0, 1) and the confidence in [0.5, 1), got {target} and {confidence}"])
     if settings.router.scorer is not None:
         fail(["router.scorer is set: the router artefact keeps its own threshold (recalibrate it with router eval)"])
     assert target is not None
     registry = Registry(settings.distill.registry_dir)
-    version = registry.current()
+    try:
+        version = registry.current()
+        if since is None and version is not None and isinstance(version.manifest.get("created"), str):
+            since = datetime.fromisoformat(version.manifest["created"])
+    except (PromotionError, ValueError) as exc:
+        fail([f"distill.registry_dir: {exc}"])
+        raise  # unreachable: fail() exits
     model = version.model_name if version is not None else settings.student.model
-    if since is None and version is not None and isinstance(version.manifest.get("created"), str):
-        since = datetime.fromisoformat(version.manifest["created"])
     url, agreement = settings.log_store.url, settings.log_store.shadow_agreement
     try:
         pairs = _read_pairs(url, agreement, since, None, DEFAULT_SCORE, student_model=model)
@@ -203,12 +209,15 @@ def router_recalibrate(
         typer.echo(json.dumps(report, indent=2))
         return
     report["calibration"] = result.as_dict()
+    if (warning := sample_warning(pairs)) is not None:
+        report["warning"] = warning
+        dry_run = True  # a sample that cannot be proven uniform is not applied
     report["message"] = f"threshold {result.threshold:.6g} certifies quality {target} on {result.n} pair(s) of {model}"
     if not dry_run:
         try:
             report["threshold_before"] = apply_threshold(registry, version, Target.of(settings), result.threshold)
             report["applied"] = True
-        except PromotionError as exc:
+        except (PromotionError, OSError) as exc:
             report["message"] += f"; not applied: {exc}"
     typer.echo(json.dumps(report, indent=2))
 

@@ -203,7 +203,7 @@ def test_a_window_the_gateway_did_not_audit_is_refused(tmp_path: Path) -> None:
         record.audit_share = 0.0
     asyncio.run(write_records(url, tmp_path, escalated))
     code, _, stderr = calibrate("--from-log", "--log-url", url, "--target-quality", "0.9")
-    assert code == 2 and "audited none of this window's accepted answers" in stderr
+    assert code == 2 and "logged with log_store.shadow_share 0" in stderr
 
 
 def test_the_config_gives_the_log_url_and_the_agreement(store: Store, tmp_path: Path) -> None:
@@ -350,3 +350,25 @@ def test_the_same_pairs_from_postgresql(store: Store, tmp_path: Path) -> None:
         assert from_pg["threshold"] == from_sqlite["threshold"]
     finally:
         asyncio.run(_drop_schema(schema))
+
+
+def test_a_window_across_the_upgrade_is_refused(tmp_path: Path) -> None:
+    """Older records were shadowed at random, newer ones by the audit draw: one share cannot sample both."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    older, newer = traffic_records(legacy=True)[:1000], traffic_records()[1000:2000]
+    asyncio.run(write_records(url, tmp_path, [*older, *newer]))
+    code, _, stderr = calibrate("--from-log", "--log-url", url, "--target-quality", "0.9")
+    assert code == 2 and "mixes 1000 record(s) of an older gateway" in stderr and "--since" in stderr
+    cut = (START + timedelta(seconds=1000)).isoformat()
+    code, stdout, stderr = calibrate("--from-log", "--log-url", url, "--target-quality", "0.8", "--since", cut)
+    assert code == 0, stderr
+    assert json.loads(stdout)["source"]["counts"]["legacy_records"] == 0
+
+
+def test_a_cancelled_accepted_answer_of_the_sample_counts_as_a_missing_label(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'log.db'}"
+    records = [r for r in traffic_records()[:3000] if r.decision == "accept" and audit_draw(r.request_id) < 0.3]
+    records[0].status, records[0].teacher, records[0].shadow = "cancelled", None, False
+    asyncio.run(write_records(url, tmp_path, records))
+    pairs = asyncio.run(read_log_pairs(url, AGREEMENTS["exact"]))
+    assert pairs.counts.pairs == len(records) and pairs.counts.missing_labels == 1
