@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,15 @@ def risk_model(shift: float, slope: float) -> Any:
 
 
 def tail_risk(risk: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(grid of thresholds t, true disagreement among answers with score >= t)."""
+    """(grid of thresholds t, true disagreement among answers with score >= t), scores uniform on [0, 1]."""
     grid = np.linspace(0, 1, 100_001)
     return grid, np.cumsum(risk(grid)[::-1])[::-1] / np.arange(grid.size, 0, -1)
+
+
+def accepted_risk(risk: Any) -> Callable[[float], float]:
+    """The true disagreement among answers with score >= t, as a function of t."""
+    grid, tail = tail_risk(risk)
+    return lambda t: float(tail[min(np.searchsorted(grid, t), grid.size - 1)])
 
 
 def known_cut_escalation(grid: np.ndarray, tail: np.ndarray, n: int) -> float:
@@ -60,6 +67,7 @@ def run(days: int, seed: int) -> dict[str, Any]:
     for name, (shift, slope) in MODELS.items():
         risk = risk_model(shift, slope)
         grid, tail = tail_risk(risk)
+        truth = accepted_risk(risk)
         oracle = float(grid[np.argmax(tail <= EPS)])
         rows = {}
         for n in (1000, 5000):
@@ -74,7 +82,7 @@ def run(days: int, seed: int) -> dict[str, Any]:
                     escalations.append(1.0)  # nothing certified: everything goes to the teacher
                     continue
                 certified += 1
-                violations += tail[min(np.searchsorted(grid, t), grid.size - 1)] > EPS
+                violations += truth(t) > EPS
                 escalations.append(t)
             known = known_cut_escalation(grid, tail, n)
             mean = float(np.mean(escalations))

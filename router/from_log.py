@@ -207,7 +207,6 @@ async def read_log_pairs(
 ) -> LogPairs:
     """The audit sample of a log window as labelled pairs (see the module docstring and :class:`WindowPairs`);
     with ``student_model``, only the requests that student answered."""
-    _check_share(shadow_share)
     window = WindowPairs(agreement, score, student_model)
     async for record in iter_records(url, since, until):
         window.add(record)

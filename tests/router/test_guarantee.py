@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from bench.calibration_power import accepted_risk
 from logstore import LogRecord, TierAnswer
 from router.agreement import AGREEMENTS
 from router.audit import audit_draw
@@ -32,13 +33,6 @@ Risk = Callable[[np.ndarray], np.ndarray]  # score -> P(the student's answer is 
 
 def allowed(days: int) -> float:
     return DELTA * days + 3 * math.sqrt(days * DELTA * (1 - DELTA))
-
-
-def accepted_risk(risk: Risk) -> Callable[[float], float]:
-    """The true disagreement rate among answers with score >= t (scores uniform on [0, 1])."""
-    grid = np.linspace(0, 1, 200_001)
-    tail = np.cumsum(risk(grid)[::-1])[::-1] / np.arange(grid.size, 0, -1)
-    return lambda t: float(tail[min(np.searchsorted(grid, t), grid.size - 1)])
 
 
 def day(
